@@ -1,0 +1,1 @@
+"""ssamba-bench harness: everything that measures, stores and reports (the models live in `models`)."""

@@ -1,0 +1,123 @@
+"""What every benchmarkable model in ssamba-bench is: the shared contract and the shared pieces.
+
+A model takes the normalised spectrogram `(B, T, 128)` of the shared tokenizer, embeds it with the
+shared 16x16 patch convolution (SSAST's and SSAMBA's `patch_embed.proj`), runs its own sequence
+mixer, and returns class logits `(B, num_classes)` (or the pooled features `(B, D)` when
+`num_classes=0`). The harness relies only on what `AudioModel` declares:
+
+- `forward(x)` -> `(B, num_classes)` or `(B, D)`; `forward_features(x)` -> `(B, prefix + N, D)`;
+- `n_tokens` (patch tokens of the built input length), `input_frames`, `grid` (a PatchGrid);
+- `family`, `size`, and `attn_impl` / `scan_impl` (None where the model has no such choice), which
+  every result row records;
+- the classification head is the submodule `head`, so "backbone parameters" means all others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from models.errors import UserInputError
+from models.tokenizer import PatchGrid, check_model_input
+
+
+def configure(base_config, overrides: dict):
+    """`base_config` (a frozen dataclass of a size) with `overrides` applied; unknown keys are an error."""
+    valid = {f.name for f in dataclasses.fields(base_config)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise UserInputError(
+            f"unknown option(s) {', '.join(unknown)} for {type(base_config).__name__}; valid: {', '.join(sorted(valid))}"
+        )
+    return dataclasses.replace(base_config, **overrides)
+
+
+def build_sized(model_cls, size: str, base_config, overrides: dict):
+    """Build `model_cls` at a named size; the instance keeps its resolved config as `.config`."""
+    config = configure(base_config, overrides)
+    model = model_cls(size=size, **dataclasses.asdict(config))
+    model.config = config
+    return model
+
+
+class PatchEmbed(nn.Module):
+    """`Conv2d(1, D, 16x16, stride=(fstride, tstride))` on `(B, 1, F, T)`, flattened frequency-major."""
+
+    def __init__(self, embed_dim: int, grid: PatchGrid):
+        super().__init__()
+        self.proj = nn.Conv2d(1, embed_dim, kernel_size=grid.patch, stride=(grid.fstride, grid.tstride))
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        x = spec.transpose(1, 2).unsqueeze(1)  # (B, T, F) -> (B, 1, F, T): frequency on height
+        x = self.proj(x)  # (B, D, f_dim, t_dim)
+        return x.flatten(2).transpose(1, 2)  # (B, f_dim * t_dim, D), index = f * t_dim + t
+
+
+class ClassificationHead(nn.Sequential):
+    """The authors' fine-tuning head: LayerNorm(D) -> Linear(D, n_classes)."""
+
+    def __init__(self, embed_dim: int, num_classes: int, eps: float = 1e-5):
+        super().__init__(nn.LayerNorm(embed_dim, eps=eps), nn.Linear(embed_dim, num_classes))
+
+
+class AudioModel(nn.Module):
+    """Base of every registered model: input checking, token bookkeeping, pooling and the head.
+
+    Subclasses set `family`, build their layers, and implement `encode` (unchecked input to hidden states). Pooling is the
+    mean over patch tokens (prefix tokens excluded), as SSAST's and SSAMBA's fine-tuning does;
+    a model that pools otherwise overrides `pool`.
+    """
+
+    family: str = "model"
+    attn_impl: str | None = None
+    scan_impl: str | None = None
+
+    def __init__(self, *, size: str, embed_dim: int, input_frames: int, grid: PatchGrid,
+                 num_prefix_tokens: int, num_classes: int):
+        super().__init__()
+        self.size = size
+        self.embed_dim = embed_dim
+        self.input_frames = input_frames
+        self.grid = grid
+        self.n_tokens = grid.n_tokens(input_frames)  # raises a clear error below one patch
+        self.num_prefix_tokens = num_prefix_tokens
+        self.num_classes = num_classes
+        self.patch_embed = PatchEmbed(embed_dim, grid)
+
+    def init_head(self) -> None:
+        """Create `head` (call last in the subclass's __init__, so it sits after the backbone)."""
+        self.head = ClassificationHead(self.embed_dim, self.num_classes) if self.num_classes else nn.Identity()
+
+    def check_input(self, x: torch.Tensor) -> None:
+        check_model_input(x, self.grid.n_mels, self.input_frames)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Checked input (B, T, F) -> final-norm hidden states (B, prefix + N, D)."""
+        self.check_input(x)
+        return self.encode(x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return features[:, self.num_prefix_tokens:].mean(dim=1)  # (B, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.forward_features(x)))
+
+    def num_parameters(self, include_head: bool = False) -> int:
+        return sum(p.numel() for name, p in self.named_parameters() if include_head or not name.startswith("head."))
+
+    def describe(self) -> dict:
+        """The facts a result row records about this model instance."""
+        return {
+            "family": self.family,
+            "size": self.size,
+            "params": self.num_parameters(include_head=True),
+            "n_tokens": self.n_tokens,
+            "frames": self.input_frames,
+            "attn_impl": self.attn_impl,
+            "scan_impl": self.scan_impl,
+        }

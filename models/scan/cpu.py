@@ -1,0 +1,158 @@
+"""The fused C++ CPU selective scan (csrc/selective_scan_cpu.cpp): lazy build and Python wrappers.
+
+The extension is compiled by `torch.utils.cpp_extension.load` on first use (never at import), with
+-O3 -march=native and OpenMP, and cached by torch under $TORCH_EXTENSIONS_DIR (default
+~/.cache/torch_extensions); the build name carries a hash of the CPU's feature flags, so a cache
+shared between different machines never loads code built for another instruction set. A failed
+build is a warning, not an error: `cpu_ext_available()` turns False and callers fall back to the
+chunked PyTorch scan. Set SSAMBA_SCAN_NO_CPP=1 to skip the build altogether.
+
+Threads: the kernel splits (batch, channel) runs over torch's intra-op pool, so it follows
+`torch.set_num_threads`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
+_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "ok": bool once a build was attempted, "error": str on failure
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's instruction-set flags (the build uses -march=native)."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            text += next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _build() -> None:
+    """Compile (or load the cached build of) the extension; registers torch.ops.ssamba_scan_cpu."""
+    # Importing cpp_extension logs a CUDA_HOME notice on CUDA builds of torch without a CUDA
+    # runtime; it is irrelevant to a CPU-only extension.
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.load(
+            name=f"ssamba_scan_cpu_{_cpu_tag()}",
+            sources=[str(_SOURCE)],
+            extra_cflags=_CFLAGS,
+            extra_ldflags=_LDFLAGS,
+            is_python_module=False,
+            verbose=False,
+        )
+    finally:
+        logger.setLevel(level)
+
+
+def cpu_ext_available() -> bool:
+    """Whether the C++ kernel is usable, building it on the first call (tens of seconds, cached)."""
+    if "ok" not in _state:
+        with _lock:
+            if "ok" not in _state:
+                if os.environ.get("SSAMBA_SCAN_NO_CPP", "") not in ("", "0"):
+                    _state.update(ok=False, error="disabled by SSAMBA_SCAN_NO_CPP")
+                else:
+                    try:
+                        _build()
+                        _state["ok"] = True
+                    except Exception as err:  # a compiler error, a missing compiler, a bad cache...
+                        _state.update(ok=False, error=f"{type(err).__name__}: {err}")
+                        warnings.warn(
+                            "could not build the C++ CPU selective scan; falling back to the chunked "
+                            f"PyTorch scan ({_state['error'][:2000]})",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+    return bool(_state["ok"])
+
+
+def cpu_ext_error() -> str | None:
+    """Why the extension is unavailable (None if it is available or was never tried)."""
+    return _state.get("error")  # type: ignore[return-value]
+
+
+def _ops():
+    if not cpu_ext_available():
+        raise RuntimeError(f"the C++ CPU selective scan is unavailable: {cpu_ext_error()}")
+    return torch.ops.ssamba_scan_cpu
+
+
+def _compute_dtype(u: torch.Tensor) -> torch.dtype:
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def _rows(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, E, L) in `dtype` with unit stride along L (any batch/channel strides)."""
+    t = t.to(dtype)
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias):
+    dtype = _compute_dtype(u)
+    if A.is_complex():
+        raise NotImplementedError("the C++ CPU selective scan supports real A only")
+    B4 = B.unsqueeze(1) if B.dim() == 3 else B  # (B, G, N, L), any strides
+    C4 = C.unsqueeze(1) if C.dim() == 3 else C
+    return (
+        _rows(u, dtype),
+        _rows(delta, dtype),
+        A.to(dtype).contiguous(),
+        B4.to(dtype),
+        C4.to(dtype),
+        None if D is None else D.to(dtype).contiguous(),
+        None if z is None else _rows(z, dtype),
+        None if delta_bias is None else delta_bias.to(dtype).contiguous(),
+    )
+
+
+def selective_scan_cpu(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    initial_state: torch.Tensor | None = None,
+):
+    """Forward only (no autograd; `selective_scan(impl="cpu_cpp")` adds it). Shapes as reference.py."""
+    args = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    h0 = None if initial_state is None else initial_state.to(args[0].dtype).contiguous()
+    y, last = _ops().fwd(*args, delta_softplus, h0, return_last_state)
+    y = y.to(u.dtype)
+    return (y, last) if return_last_state else y
+
+
+def selective_scan_cpu_backward(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), each shaped and typed like its input
+    (None for an absent input), for the loss whose gradient w.r.t. the scan output is `dout`."""
+    args = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    dout = dout.to(args[0].dtype).contiguous()
+    grads = _ops().bwd(dout, *args, delta_softplus)
+    originals = (u, delta, A, B, C, D, z, delta_bias)
+    return tuple(
+        None if x is None else g.reshape(x.shape).to(x.dtype) for g, x in zip(grads, originals)
+    )

@@ -1,0 +1,218 @@
+"""SSAMBA: self-supervised bidirectional-Mamba audio model (Shams et al., 2024), as its authors built it
+(SiavashShams/ssamba, on hustvl/Vim's "v2" bidirectional Mamba and its models_mamba.py).
+
+Faithful to the original, quirks included (see MODELS.md):
+  - Vim "v2" mixer: in_proj/out_proj shared by both directions, a separate backward conv1d, x_proj,
+    dt_proj, A_log and D; the backward direction runs on the time-flipped x and z, and the two
+    directions are averaged (`if_devide_out=True`).
+  - 24 blocks in 12 flipped pairs (`if_bidirectional=True`): block 2i sees (h, r), block 2i+1 sees
+    (flip h, flip r), then h = h_f + flip(h_b), r = r_f + flip(r_b). The residual stream therefore
+    doubles at every pair; it stays in fp32 (`residual_in_fp32`).
+  - The final norm_f is applied twice.
+  - One cls token at position 0; classification = mean over patch tokens -> LayerNorm -> Linear.
+The selective scan goes through `models.scan.selective_scan`; the backend is chosen per instance
+(`scan_impl`) and recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+from torch import nn
+
+from models.base import AudioModel, build_sized
+from models.errors import UserInputError
+from models.registry import register_model
+from models.scan import SCAN_IMPLS, resolve_scan_impl, selective_scan
+from models.tokenizer import PatchGrid
+
+
+@dataclass(frozen=True)
+class SSAMBAConfig:
+    embed_dim: int = field(default=192, metadata={"help": "token width D"})
+    depth: int = field(default=24, metadata={"help": "Mamba blocks (run in flipped pairs, so even)"})
+    d_state: int = field(default=16, metadata={"help": "SSM state size N"})
+    d_conv: int = field(default=4, metadata={"help": "causal depthwise conv kernel"})
+    expand: int = field(default=2, metadata={"help": "inner width E = expand * D"})
+    drop_path_rate: float = field(default=0.1, metadata={"help": "stochastic depth (inactive in eval)"})
+    input_frames: int = field(default=1024, metadata={"help": "fbank frames T the model is built for"})
+    fstride: int = field(default=16, metadata={"help": "patch stride along frequency (16 pretrain, 10 fine-tune)"})
+    tstride: int = field(default=16, metadata={"help": "patch stride along time"})
+    n_mels: int = field(default=128, metadata={"help": "mel bins F"})
+    num_classes: int = field(default=527, metadata={"help": "classifier outputs; 0 returns pooled features"})
+    scan_impl: str = field(default="auto", metadata={"help": "selective-scan backend (models.scan); 'auto' picks the fastest"})
+
+
+class BiMambaMixer(nn.Module):
+    """Vim "v2" bidirectional Mamba mixer (mamba_simple.Mamba with bimamba_type="v2")."""
+
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2, n_layer: int = 24,
+                 scan_impl: str = "auto"):
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_state = d_state
+        self.dt_rank = math.ceil(d_model / 16)
+        self.scan_impl = scan_impl
+        E, N, R = self.d_inner, d_state, self.dt_rank
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
+        self.conv1d = nn.Conv1d(E, E, d_conv, groups=E, padding=d_conv - 1, bias=True)
+        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, E, bias=True)
+        self.conv1d_b = nn.Conv1d(E, E, d_conv, groups=E, padding=d_conv - 1, bias=True)
+        self.x_proj_b = nn.Linear(E, R + 2 * N, bias=False)
+        self.dt_proj_b = nn.Linear(R, E, bias=True)
+        # S4D-real initialisation A = -(1..N) per channel, stored as log; D = 1. Both directions.
+        A_log = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1)  # (E, N)
+        self.A_log = nn.Parameter(A_log.clone())
+        self.A_b_log = nn.Parameter(A_log.clone())
+        self.D = nn.Parameter(torch.ones(E))
+        self.D_b = nn.Parameter(torch.ones(E))
+        self.out_proj = nn.Linear(E, d_model, bias=False)
+        self._init_weights(n_layer)
+
+    @torch.no_grad()
+    def _init_weights(self, n_layer: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4):
+        for linear in (self.in_proj, self.x_proj, self.x_proj_b):
+            trunc_normal_(linear.weight, std=0.02)
+        std = self.dt_rank ** -0.5
+        for dt_proj in (self.dt_proj, self.dt_proj_b):
+            nn.init.uniform_(dt_proj.weight, -std, std)
+        # Only the forward dt_proj gets the inverse-softplus dt bias; Vim's _init_weights then zeroes
+        # every other Linear bias, dt_proj_b's included (it lacks the _no_reinit mark). Kept as is.
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj_b.bias.zero_()
+        # GPT-2 style rescaling of the residual-branch output projection (Mamba's _init_weights).
+        nn.init.kaiming_uniform_(self.out_proj.weight, a=math.sqrt(5))
+        self.out_proj.weight /= math.sqrt(n_layer)
+
+    def _direction(self, x, z, conv1d, x_proj, dt_proj, A_log, D):
+        """One direction on (B, E, L) tensors: causal conv, input-dependent dt/B/C, selective scan."""
+        length = x.shape[-1]
+        x = F.silu(conv1d(x)[..., :length])  # causal: drop the right-hand padding
+        x_dbl = x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ dt_proj.weight.t()).transpose(1, 2)  # (B, E, L); the bias goes inside the softplus
+        return selective_scan(
+            x, delta, -torch.exp(A_log.float()), B.transpose(1, 2), C.transpose(1, 2), D.float(),
+            z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True, impl=self.scan_impl,
+        )  # (B, E, L)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        xz = self.in_proj(h).transpose(1, 2)  # (B, 2E, L)
+        x, z = xz.chunk(2, dim=1)
+        y_f = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        y_b = self._direction(x.flip(-1), z.flip(-1), self.conv1d_b, self.x_proj_b, self.dt_proj_b,
+                              self.A_b_log, self.D_b)
+        return self.out_proj(((y_f + y_b.flip(-1)) / 2).transpose(1, 2))  # (B, L, D)
+
+
+class MambaBlock(nn.Module):
+    """Vim's non-fused Block: residual = residual + drop_path(h); h = mixer(LayerNorm(residual))."""
+
+    def __init__(self, d_model: int, mixer: BiMambaMixer, drop_path: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, eps=1e-5)
+        self.mixer = mixer
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor | None):
+        residual = h if residual is None else residual + self.drop_path(h)
+        h = self.mixer(self.norm(residual.to(self.norm.weight.dtype)))
+        return h, residual.float()  # residual_in_fp32
+
+
+class SSAMBA(AudioModel):
+    """SSAMBA backbone + the authors' mean-pooled classification head."""
+
+    family = "ssamba"
+
+    def __init__(self, *, size: str = "custom", embed_dim: int, depth: int = 24, d_state: int = 16,
+                 d_conv: int = 4, expand: int = 2, drop_path_rate: float = 0.1, input_frames: int = 1024,
+                 fstride: int = 16, tstride: int = 16, n_mels: int = 128, num_classes: int = 527,
+                 scan_impl: str = "auto"):
+        if scan_impl not in SCAN_IMPLS:
+            raise UserInputError(f"unknown scan_impl {scan_impl!r}; choose one of {', '.join(SCAN_IMPLS)}")
+        if depth % 2:
+            raise UserInputError(f"SSAMBA runs its blocks in flipped pairs: depth must be even, got {depth}")
+        grid = PatchGrid(n_mels=n_mels, fstride=fstride, tstride=tstride)
+        super().__init__(size=size, embed_dim=embed_dim, input_frames=input_frames, grid=grid,
+                         num_prefix_tokens=1, num_classes=num_classes)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.n_tokens + 1, embed_dim))
+        # Vim's stochastic depth: rates [0] + linspace(0, rate, depth); block i takes entry i.
+        rates = [0.0] + torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
+        self.layers = nn.ModuleList(
+            MambaBlock(embed_dim, BiMambaMixer(embed_dim, d_state=d_state, d_conv=d_conv, expand=expand,
+                                               n_layer=depth, scan_impl=scan_impl), rates[i])
+            for i in range(depth)
+        )
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.norm_f = nn.LayerNorm(embed_dim, eps=1e-5)
+        self.requested_scan_impl = scan_impl
+        self.init_head()
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+
+    @property
+    def scan_impl(self) -> str:
+        """The concrete scan backend a forward on this model's device would use right now."""
+        device = self.pos_embed.device
+        return resolve_scan_impl(self.requested_scan_impl, device, torch.is_grad_enabled() and self.training)
+
+    def set_scan_impl(self, scan_impl: str) -> None:
+        if scan_impl not in SCAN_IMPLS:
+            raise UserInputError(f"unknown scan_impl {scan_impl!r}; choose one of {', '.join(SCAN_IMPLS)}")
+        self.requested_scan_impl = scan_impl
+        for layer in self.layers:
+            layer.mixer.scan_impl = scan_impl
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # (B, N, D)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed  # (B, N + 1, D)
+        h, residual = x, None
+        for i in range(0, len(self.layers), 2):
+            h_f, r_f = self.layers[i](h, residual)
+            h_b, r_b = self.layers[i + 1](h.flip(1), None if residual is None else residual.flip(1))
+            # Quirk of the original: the two halves are added, not averaged, so the residual doubles.
+            h, residual = h_f + h_b.flip(1), r_f + r_b.flip(1)
+        h = self.norm_f((residual + self.drop_path(h)).to(self.norm_f.weight.dtype))
+        return self.norm_f(h)  # quirk of the original: norm_f a second time
+
+
+SIZES = {
+    "tiny": SSAMBAConfig(embed_dim=192),
+    "small": SSAMBAConfig(embed_dim=384),
+    "base": SSAMBAConfig(embed_dim=768),
+    # A fast model for tests only: 4 blocks (2 flipped pairs) of width 32.
+    "test": SSAMBAConfig(embed_dim=32, depth=4),
+}
+
+
+def _build(size: str, overrides: dict) -> SSAMBA:
+    return build_sized(SSAMBA, size, SIZES[size], overrides)
+
+
+@register_model
+def ssamba_tiny(**overrides) -> SSAMBA:
+    return _build("tiny", overrides)
+
+
+@register_model
+def ssamba_small(**overrides) -> SSAMBA:
+    return _build("small", overrides)
+
+
+@register_model
+def ssamba_base(**overrides) -> SSAMBA:
+    return _build("base", overrides)
+
+
+@register_model
+def test_ssamba(**overrides) -> SSAMBA:
+    return _build("test", overrides)

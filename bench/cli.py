@@ -18,6 +18,7 @@ from models.errors import UserInputError
 VERBS = {
     "models": "bench.model_list",
     "demo": "bench.demo",
+    "estimate": "bench.estimate_cli",
 }
 
 

@@ -1,0 +1,72 @@
+"""Predict FLOPs and peak device memory of one forward, on meta tensors, for any token count, on a CPU.
+
+The model is built on PyTorch's meta device (shapes only: no memory, no initialisation cost) and run
+once under two dispatch modes: torch's FlopCounterMode (the selective scan and fused attention are
+custom ops with FLOP formulas, so they are counted like matmuls) and `LiveTensorTracker`, which adds
+up the bytes of every live tensor storage. The predicted peak is therefore:
+
+    weights + buffers + input + the largest set of intermediate tensors alive at once
+
+under inference semantics (no autograd graph), as `torch.cuda.max_memory_allocated()` reports after a
+reset with the model and input already on the device (the paper's protocol). Kernel semantics:
+  - eager attention materialises the (B, H, N, N) scores and their softmax (two buffers at once);
+  - fused attention (`sdpa`) allocates only its output and a float32 log-sum-exp per query;
+  - the selective scan is predicted as a fused kernel (mamba-ssm, or the suite's C++ CPU kernel):
+    only its output (B, E, L); the reference and chunked PyTorch scans allocate far more.
+Not modelled: allocator rounding and caching (CUDA's reserved memory), cuBLAS/cuDNN workspaces, and
+the CUDA context itself, which `max_memory_allocated` does not count either.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.fused_attention import sdpa_as_fused_op
+from bench.memtrack import LiveTensorTracker
+from models.errors import UserInputError
+from models.registry import create_model
+from models.tokenizer import PatchGrid
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise UserInputError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", *, attn_impl: str | None = None,
+             scan_impl: str | None = None, fstride: int = 16, tstride: int = 16) -> dict:
+    """FLOPs and predicted peak memory of one no-grad forward of `model` at `n_tokens` patch tokens."""
+    if batch < 1:
+        raise UserInputError(f"batch must be at least 1, got {batch}")
+    frames = PatchGrid(fstride=fstride, tstride=tstride).frames_for_tokens(n_tokens)
+    torch_dtype = resolve_dtype(dtype)
+    with torch.device("meta"):
+        net = create_model(model, input_frames=frames, fstride=fstride, tstride=tstride,
+                           attn_impl=attn_impl, scan_impl=scan_impl).to(torch_dtype).eval()
+        x = torch.empty(batch, frames, net.grid.n_mels, dtype=torch_dtype)
+    tracker = LiveTensorTracker()
+    tracker.track_module(net)
+    weights_bytes = tracker.live_bytes
+    tracker.track(x)
+    resident_bytes = tracker.live_bytes
+    flop_counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_as_fused_op(), flop_counter, tracker:
+        net(x)
+    info = net.describe()
+    return {
+        "model": model,
+        **info,
+        "batch": batch,
+        "dtype": dtype,
+        "scan_impl": info["scan_impl"] and "fused",
+        "flops": int(flop_counter.get_total_flops()),
+        "peak_mem_bytes": int(tracker.peak_bytes),
+        "weights_bytes": int(weights_bytes),
+        "input_bytes": int(resident_bytes - weights_bytes),
+        "activation_peak_bytes": int(tracker.peak_bytes - resident_bytes),
+        "method": "meta-tensor forward: FlopCounterMode + live storage bytes (bench/estimate.py)",
+    }

@@ -27,6 +27,33 @@ setup() {
         rm -f "$VENV"/.installed-*
         touch "$STAMP"
     fi
+    setup_data_sources
+}
+
+# System packages and Debian archives the offline accuracy datasets are generated from (DATA.md):
+# installed with apt-get when running as root; otherwise a warning naming the command, and the
+# dataset tests skip with the same command in their reason.
+setup_data_sources() {
+    local pkgs="espeak-ng flite fluidsynth timgm6mb-soundfont" missing="" p d
+    for p in $pkgs; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "[setup] installing accuracy-dataset packages:$missing"
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+        else
+            echo "warning: missing$missing: the accuracy datasets cannot be built; install with:" \
+                 "sudo apt-get install -y --no-install-recommends$missing" >&2
+        fi
+    fi
+    local debs="${SSAMBA_BENCH_DATA:-${XDG_CACHE_HOME:-$HOME/.cache}/ssamba-bench/data}/debs"
+    mkdir -p "$debs"
+    for d in hedgewars-data asterisk-core-sounds-en-wav; do
+        ls "$debs/${d}"_*.deb >/dev/null 2>&1 || (cd "$debs" && apt-get download -qq "$d" 2>/dev/null) \
+            || echo "warning: could not download $d (the speakers / digits-real datasets will be unavailable)" >&2
+    done
 }
 
 setup
@@ -37,8 +64,13 @@ case "${1:-main}" in
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     main)
+        # The CPU main job: the default sweep (< 15 min on 2 cores), its claims report and figures.
+        RUN_DIR=${RUN_DIR:-results/runs/$(date -u +%Y%m%dT%H%M%SZ)-default}
         "$VENV/bin/ssamba-bench" models
-        "$VENV/bin/ssamba-bench" demo
+        "$VENV/bin/ssamba-bench" sweep default --out "$RUN_DIR"
+        "$VENV/bin/ssamba-bench" claims "$RUN_DIR"
+        "$VENV/bin/ssamba-bench" plot "$RUN_DIR"
+        echo "results, claims.md and figures/ are in $RUN_DIR"
         ;;
     *)
         echo "usage: ./run_all.sh [test [pytest args...]]" >&2

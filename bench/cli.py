@@ -18,7 +18,16 @@ from models.errors import UserInputError
 VERBS = {
     "models": "bench.model_list",
     "demo": "bench.demo",
+    "sweep": "bench.sweep_cli",
+    "table": "bench.table",
+    "inspect": "bench.inspect_checkpoint",
     "estimate": "bench.estimate_cli",
+    "claims": "bench.claims_cli",
+    "plot": "bench.plot_cli",
+    "compare": "bench.compare_cli",
+    "baseline": "bench.baseline",
+    "scanbench": "bench.scanbench",
+    "data": "bench.data_cli",
 }
 
 

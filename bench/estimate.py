@@ -2,8 +2,9 @@
 
 The model is built on PyTorch's meta device (shapes only: no memory, no initialisation cost) and run
 once under two dispatch modes: torch's FlopCounterMode (the selective scan and fused attention are
-custom ops with FLOP formulas, so they are counted like matmuls) and `LiveTensorTracker`, which adds
-up the bytes of every live tensor storage. The predicted peak is therefore:
+custom ops with FLOP formulas, so they are counted like matmuls) and the harness's own live-tensor
+counter (bench/measure.py `measure_tensor_bytes`, the very code that measures `tensor_bytes` on
+CPU), which adds up the bytes of every live tensor storage. The predicted peak is therefore:
 
     weights + buffers + input + the largest set of intermediate tensors alive at once
 
@@ -23,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.fused_attention import sdpa_as_fused_op
-from bench.memtrack import LiveTensorTracker
+from bench.measure import measure_tensor_bytes, model_tensors
 from models.errors import UserInputError
 from models.registry import create_model
 from models.tokenizer import PatchGrid
@@ -48,14 +49,10 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         net = create_model(model, input_frames=frames, fstride=fstride, tstride=tstride,
                            attn_impl=attn_impl, scan_impl=scan_impl).to(torch_dtype).eval()
         x = torch.empty(batch, frames, net.grid.n_mels, dtype=torch_dtype)
-    tracker = LiveTensorTracker()
-    tracker.track_module(net)
-    weights_bytes = tracker.live_bytes
-    tracker.track(x)
-    resident_bytes = tracker.live_bytes
+    weights_bytes = sum(t.untyped_storage().nbytes() for t in model_tensors(net))
     flop_counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_as_fused_op(), flop_counter, tracker:
-        net(x)
+    with torch.no_grad(), sdpa_as_fused_op(), flop_counter:
+        resident_bytes, peak_bytes = measure_tensor_bytes(lambda: net(x), model_tensors(net, x), device_type="meta")
     info = net.describe()
     return {
         "model": model,
@@ -64,9 +61,9 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         "dtype": dtype,
         "scan_impl": info["scan_impl"] and "fused",
         "flops": int(flop_counter.get_total_flops()),
-        "peak_mem_bytes": int(tracker.peak_bytes),
+        "peak_mem_bytes": int(peak_bytes),
         "weights_bytes": int(weights_bytes),
         "input_bytes": int(resident_bytes - weights_bytes),
-        "activation_peak_bytes": int(tracker.peak_bytes - resident_bytes),
+        "activation_peak_bytes": int(peak_bytes - resident_bytes),
         "method": "meta-tensor forward: FlopCounterMode + live storage bytes (bench/estimate.py)",
     }

@@ -3,7 +3,7 @@
 Importing the package registers every built-in model; `create_model("ssamba_tiny", ...)` builds one.
 """
 
-from models import ssamba, ssast  # noqa: F401  (registers the built-in models)
+from models import aum, ssamba, ssast  # noqa: F401  (registers the built-in models)
 from models.errors import UserInputError
 from models.registry import create_model, list_models, register_model
 

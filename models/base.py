@@ -5,11 +5,17 @@ shared 16x16 patch convolution (SSAST's and SSAMBA's `patch_embed.proj`), runs i
 mixer, and returns class logits `(B, num_classes)` (or the pooled features `(B, D)` when
 `num_classes=0`). The harness relies only on what `AudioModel` declares:
 
-- `forward(x)` -> `(B, num_classes)` or `(B, D)`; `forward_features(x)` -> `(B, prefix + N, D)`;
+- `forward(x)` -> `(B, num_classes)` or `(B, D)`; `forward_features(x)` -> `(B, prefix + N, D)`, where
+  `prefix` = `num_prefix_tokens` counts the non-patch tokens (cls, dist) wherever they sit in the
+  sequence (in front for SSAST and SSAMBA, in the middle for AuM); `patch_tokens(features)` returns
+  the N patch tokens in grid order, whatever the layout;
 - `n_tokens` (patch tokens of the built input length), `input_frames`, `grid` (a PatchGrid);
 - `family`, `size`, and `attn_impl` / `scan_impl` (None where the model has no such choice), which
   every result row records;
 - the classification head is the submodule `head`, so "backbone parameters" means all others.
+
+`models.contract.check_model_contract` checks these on a built instance (for models registered from
+outside the repository, whose class need not derive from AudioModel).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from torch import nn
 
 from models.errors import UserInputError
+from models.scan import SCAN_IMPLS, resolve_scan_impl
 from models.tokenizer import PatchGrid, check_model_input
 
 
@@ -67,7 +74,8 @@ class AudioModel(nn.Module):
 
     Subclasses set `family`, build their layers, and implement `encode` (unchecked input to hidden states). Pooling is the
     mean over patch tokens (prefix tokens excluded), as SSAST's and SSAMBA's fine-tuning does;
-    a model that pools otherwise overrides `pool`.
+    a model that pools otherwise overrides `pool`, and one whose non-patch tokens are not in front
+    overrides `patch_tokens`.
     """
 
     family: str = "model"
@@ -101,8 +109,12 @@ class AudioModel(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def patch_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, prefix + N, D) hidden states -> the (B, N, D) patch tokens, in grid order."""
+        return features[:, self.num_prefix_tokens:]
+
     def pool(self, features: torch.Tensor) -> torch.Tensor:
-        return features[:, self.num_prefix_tokens:].mean(dim=1)  # (B, D)
+        return self.patch_tokens(features).mean(dim=1)  # (B, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.forward_features(x)))
@@ -121,3 +133,33 @@ class AudioModel(nn.Module):
             "attn_impl": self.attn_impl,
             "scan_impl": self.scan_impl,
         }
+
+
+def check_scan_impl(scan_impl: str) -> None:
+    if scan_impl not in SCAN_IMPLS:
+        raise UserInputError(f"unknown scan_impl {scan_impl!r}; choose one of {', '.join(SCAN_IMPLS)}")
+
+
+class ScanImplMixin:
+    """`scan_impl` for a model whose mixers call `models.scan.selective_scan` (SSAMBA, AuM).
+
+    The model keeps the backend it was asked for (`requested_scan_impl`, e.g. "auto") and reports
+    the concrete one a forward on its device would use now (`scan_impl`), which result rows record.
+    Every submodule with its own `scan_impl` attribute (the mixers) is switched by `set_scan_impl`.
+    Put it before AudioModel in the bases, so its property replaces AudioModel's `scan_impl = None`.
+    """
+
+    requested_scan_impl: str = "auto"
+
+    @property
+    def scan_impl(self) -> str:
+        """The concrete scan backend a forward on this model's device would use right now."""
+        device = self.patch_embed.proj.weight.device
+        return resolve_scan_impl(self.requested_scan_impl, device, torch.is_grad_enabled() and self.training)
+
+    def set_scan_impl(self, scan_impl: str) -> None:
+        check_scan_impl(scan_impl)
+        self.requested_scan_impl = scan_impl
+        for module in self.modules():
+            if module is not self and "scan_impl" in vars(module):
+                module.scan_impl = scan_impl

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from models.base import AudioModel, build_sized
+from models.base import AudioModel, ScanImplMixin, build_sized, check_scan_impl
 from models.errors import UserInputError
 from models.registry import register_model
-from models.scan import SCAN_IMPLS, resolve_scan_impl, selective_scan
+from models.scan import selective_scan
 from models.tokenizer import PatchGrid
 
 
@@ -45,6 +45,46 @@ class SSAMBAConfig:
     n_mels: int = field(default=128, metadata={"help": "mel bins F"})
     num_classes: int = field(default=527, metadata={"help": "classifier outputs; 0 returns pooled features"})
     scan_impl: str = field(default="auto", metadata={"help": "selective-scan backend (models.scan); 'auto' picks the fastest"})
+
+
+def s4d_real_A_log(d_inner: int, d_state: int) -> torch.Tensor:
+    """S4D-real initialisation A = -(1..N) per channel, stored as log: (E, N)."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1)
+
+
+@torch.no_grad()
+def init_dt_bias_(bias: torch.Tensor, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4) -> None:
+    """mamba_simple's dt bias: inverse-softplus of dt ~ log-uniform[dt_min, dt_max] (floored)."""
+    dt = torch.exp(torch.rand(bias.shape[0]) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_floor)
+    bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+
+@torch.no_grad()
+def rescale_out_proj_(weight: torch.Tensor, n_layer: int) -> None:
+    """GPT-2 style rescaling of the residual-branch output projection (Mamba's _init_weights)."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    weight /= math.sqrt(n_layer)
+
+
+def conv_and_project(x, conv1d, x_proj, dt_proj_weight, dt_rank: int, d_state: int):
+    """The input side of one Mamba direction on (B, E, L): causal conv + SiLU, then input-dependent
+    dt, B, C. Returns x (B, E, L), delta (B, E, L) without its bias (the scan adds it inside the
+    softplus), B and C (B, N, L)."""
+    length = x.shape[-1]
+    x = F.silu(conv1d(x)[..., :length])  # causal: drop the right-hand padding
+    x_dbl = x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
+    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
+    delta = (dt @ dt_proj_weight.t()).transpose(1, 2)  # (B, E, L)
+    return x, delta, B.transpose(1, 2), C.transpose(1, 2)
+
+
+def scan_direction(x, delta, A_log, B, C, D, z, delta_bias, impl: str) -> torch.Tensor:
+    """selective_scan with A = -exp(A_log), softplus(delta + bias), gated by SiLU(z): (B, E, L)."""
+    return selective_scan(
+        x, delta, -torch.exp(A_log.float()), B, C, D.float(),
+        z=z, delta_bias=delta_bias.float(), delta_softplus=True, impl=impl,
+    )
 
 
 class BiMambaMixer(nn.Module):
@@ -66,7 +106,7 @@ class BiMambaMixer(nn.Module):
         self.x_proj_b = nn.Linear(E, R + 2 * N, bias=False)
         self.dt_proj_b = nn.Linear(R, E, bias=True)
         # S4D-real initialisation A = -(1..N) per channel, stored as log; D = 1. Both directions.
-        A_log = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1)  # (E, N)
+        A_log = s4d_real_A_log(E, N)  # (E, N)
         self.A_log = nn.Parameter(A_log.clone())
         self.A_b_log = nn.Parameter(A_log.clone())
         self.D = nn.Parameter(torch.ones(E))
@@ -83,25 +123,14 @@ class BiMambaMixer(nn.Module):
             nn.init.uniform_(dt_proj.weight, -std, std)
         # Only the forward dt_proj gets the inverse-softplus dt bias; Vim's _init_weights then zeroes
         # every other Linear bias, dt_proj_b's included (it lacks the _no_reinit mark). Kept as is.
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_floor)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        init_dt_bias_(self.dt_proj.bias, dt_min, dt_max, dt_floor)
         self.dt_proj_b.bias.zero_()
-        # GPT-2 style rescaling of the residual-branch output projection (Mamba's _init_weights).
-        nn.init.kaiming_uniform_(self.out_proj.weight, a=math.sqrt(5))
-        self.out_proj.weight /= math.sqrt(n_layer)
+        rescale_out_proj_(self.out_proj.weight, n_layer)
 
     def _direction(self, x, z, conv1d, x_proj, dt_proj, A_log, D):
         """One direction on (B, E, L) tensors: causal conv, input-dependent dt/B/C, selective scan."""
-        length = x.shape[-1]
-        x = F.silu(conv1d(x)[..., :length])  # causal: drop the right-hand padding
-        x_dbl = x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (dt @ dt_proj.weight.t()).transpose(1, 2)  # (B, E, L); the bias goes inside the softplus
-        return selective_scan(
-            x, delta, -torch.exp(A_log.float()), B.transpose(1, 2), C.transpose(1, 2), D.float(),
-            z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True, impl=self.scan_impl,
-        )  # (B, E, L)
+        x, delta, B, C = conv_and_project(x, conv1d, x_proj, dt_proj.weight, self.dt_rank, self.d_state)
+        return scan_direction(x, delta, A_log, B, C, D, z, dt_proj.bias, self.scan_impl)  # (B, E, L)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         xz = self.in_proj(h).transpose(1, 2)  # (B, 2E, L)
@@ -113,11 +142,13 @@ class BiMambaMixer(nn.Module):
 
 
 class MambaBlock(nn.Module):
-    """Vim's non-fused Block: residual = residual + drop_path(h); h = mixer(LayerNorm(residual))."""
+    """Vim's non-fused Block: residual = residual + drop_path(h); h = mixer(norm(residual)).
 
-    def __init__(self, d_model: int, mixer: BiMambaMixer, drop_path: float):
+    `norm` defaults to SSAMBA's LayerNorm(eps 1e-5); AuM passes an RMSNorm."""
+
+    def __init__(self, d_model: int, mixer: nn.Module, drop_path: float, norm: nn.Module | None = None):
         super().__init__()
-        self.norm = nn.LayerNorm(d_model, eps=1e-5)
+        self.norm = nn.LayerNorm(d_model, eps=1e-5) if norm is None else norm
         self.mixer = mixer
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -127,7 +158,7 @@ class MambaBlock(nn.Module):
         return h, residual.float()  # residual_in_fp32
 
 
-class SSAMBA(AudioModel):
+class SSAMBA(ScanImplMixin, AudioModel):
     """SSAMBA backbone + the authors' mean-pooled classification head."""
 
     family = "ssamba"
@@ -136,8 +167,7 @@ class SSAMBA(AudioModel):
                  d_conv: int = 4, expand: int = 2, drop_path_rate: float = 0.1, input_frames: int = 1024,
                  fstride: int = 16, tstride: int = 16, n_mels: int = 128, num_classes: int = 527,
                  scan_impl: str = "auto"):
-        if scan_impl not in SCAN_IMPLS:
-            raise UserInputError(f"unknown scan_impl {scan_impl!r}; choose one of {', '.join(SCAN_IMPLS)}")
+        check_scan_impl(scan_impl)
         if depth % 2:
             raise UserInputError(f"SSAMBA runs its blocks in flipped pairs: depth must be even, got {depth}")
         grid = PatchGrid(n_mels=n_mels, fstride=fstride, tstride=tstride)
@@ -158,19 +188,6 @@ class SSAMBA(AudioModel):
         self.init_head()
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
-
-    @property
-    def scan_impl(self) -> str:
-        """The concrete scan backend a forward on this model's device would use right now."""
-        device = self.pos_embed.device
-        return resolve_scan_impl(self.requested_scan_impl, device, torch.is_grad_enabled() and self.training)
-
-    def set_scan_impl(self, scan_impl: str) -> None:
-        if scan_impl not in SCAN_IMPLS:
-            raise UserInputError(f"unknown scan_impl {scan_impl!r}; choose one of {', '.join(SCAN_IMPLS)}")
-        self.requested_scan_impl = scan_impl
-        for layer in self.layers:
-            layer.mixer.scan_impl = scan_impl
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, N, D)

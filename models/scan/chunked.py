@@ -5,7 +5,8 @@ that hold every chunk at once, replace the reference's L Python steps by about 2
 
 1. within each chunk, scan from a zero state (T steps over all chunks in parallel);
 2. carry the state across chunks: H_c = decay_c * H_{c-1} + h_c(end) (L/T small steps);
-3. propagate each chunk's incoming state through the chunk and add its contribution to y (T steps).
+3. propagate each chunk's incoming state through the chunk, exp(cumsum(dt) * A) * H_{c-1}, and add
+   its contribution to y (T steps).
 
 Same semantics and shapes as reference.py (mamba-ssm's `selective_scan_ref`). Without autograd it
 never materialises a (B, E, L, N) tensor; with autograd the per-step tensors it saves add up to a
@@ -62,35 +63,60 @@ def selective_scan_chunked(
         T = chunk_size or max(1, math.ceil(math.sqrt(length / 2)))
         nchunks = math.ceil(length / T)
         pad = nchunks * T - length  # padded steps have dt = 0: decay 1, no input, state unchanged
-        shape = (batch, groups, per_group, nchunks, T)
-        dt = F.pad(delta, (0, pad)).reshape(shape)  # (B, G, E/G, nc, T)
-        dtu = F.pad(delta * u, (0, pad)).reshape(shape)  # (B, G, E/G, nc, T)
-        Bc = F.pad(B, (0, pad)).reshape(batch, groups, nstate, nchunks, T).permute(0, 1, 4, 3, 2)  # (B, G, T, nc, N)
-        Cc = F.pad(C, (0, pad)).reshape(batch, groups, nstate, nchunks, T).permute(0, 1, 4, 3, 2)  # (B, G, T, nc, N)
+        # Decays below exp(floor) are flushed to exp(floor): a difference far below the dtype's
+        # resolution, and it keeps the products out of the (very slow) denormal range.
+        floor = -80.0 if compute == torch.float32 else -700.0
+
+        def steps_first(x, n):  # (B, G*E/G or G*n, nc*T) -> (T, B, G, E/G or 1, nc, n): slices x[t] contiguous
+            x = F.pad(x, (0, pad)).reshape(batch, groups, -1, n, nchunks, T)
+            return x.permute(5, 0, 1, 2, 4, 3).contiguous()
+
+        dt = steps_first(delta, 1)  # (T, B, G, E/G, nc, 1)
+        dtu = steps_first(delta * u, 1)  # (T, B, G, E/G, nc, 1)
+        Bs = steps_first(B, nstate)  # (T, B, G, 1, nc, N)
+        Cs = steps_first(C, nstate)  # (T, B, G, 1, nc, N)
         A_ = A.reshape(groups, per_group, 1, nstate)  # broadcasts against (B, G, E/G, nc, N)
 
+        # Without autograd the loops below update preallocated buffers in place: no allocation per
+        # step (on CPU every fresh tensor of this size costs page faults).
+        inplace = not torch.is_grad_enabled() or not any(
+            x is not None and x.requires_grad for x in (u, delta, A, B, C, initial_state)
+        )
+        shape = (batch, groups, per_group, nchunks, nstate)  # (B, G, E/G, nc, N)
+        y_local = u.new_empty(T, batch, groups, per_group, nchunks)
+        y_carry = u.new_empty(T, batch, groups, per_group, nchunks)
+        if inplace:
+            decay, inputs = u.new_empty(shape), u.new_empty(shape)
+
         # 1. Scan inside every chunk from a zero state.
-        h = u.new_zeros(batch, groups, per_group, nchunks, nstate)  # (B, G, E/G, nc, N)
-        y_local = []
+        h = u.new_zeros(shape)
         for t in range(T):
-            h = torch.exp(dt[..., t, None] * A_) * h + dtu[..., t, None] * Bc[:, :, t].unsqueeze(2)
-            y_local.append((h * Cc[:, :, t].unsqueeze(2)).sum(-1))  # (B, G, E/G, nc)
+            if inplace:
+                torch.mul(dt[t], A_, out=decay).clamp_min_(floor).exp_()
+                h.mul_(decay).add_(torch.mul(dtu[t], Bs[t], out=inputs))
+                torch.linalg.vecdot(h, Cs[t], out=y_local[t])
+            else:
+                h = torch.addcmul(dtu[t] * Bs[t], (dt[t] * A_).clamp_min(floor).exp(), h)
+                y_local[t] = torch.linalg.vecdot(h, Cs[t])
 
         # 2. Carry the state across chunks; keep the state entering each chunk.
-        decay = torch.exp(dt.sum(-1, keepdim=True) * A_)  # (B, G, E/G, nc, N)
+        cum = torch.cumsum(dt, dim=0)  # (T, B, G, E/G, nc, 1): decay exponent from the chunk start
+        chunk_decay = (cum[-1] * A_).clamp_min(floor).exp()  # (B, G, E/G, nc, N)
         incoming = []
         for c in range(nchunks):
             incoming.append(state)
-            state = decay[:, :, :, c] * state + h[:, :, :, c]
+            state = torch.addcmul(h[:, :, :, c], chunk_decay[:, :, :, c], state)
         s = torch.stack(incoming, dim=3)  # (B, G, E/G, nc, N)
 
         # 3. Propagate the incoming states through their chunks.
-        y_carry = []
         for t in range(T):
-            s = torch.exp(dt[..., t, None] * A_) * s
-            y_carry.append((s * Cc[:, :, t].unsqueeze(2)).sum(-1))  # (B, G, E/G, nc)
+            if inplace:
+                torch.mul(cum[t], A_, out=decay).clamp_min_(floor).exp_().mul_(s)
+                torch.linalg.vecdot(decay, Cs[t], out=y_carry[t])
+            else:
+                y_carry[t] = torch.linalg.vecdot((cum[t] * A_).clamp_min(floor).exp() * s, Cs[t])
 
-        y = torch.stack(y_local, dim=-1) + torch.stack(y_carry, dim=-1)  # (B, G, E/G, nc, T)
+        y = (y_local + y_carry).permute(1, 2, 3, 4, 0)  # (B, G, E/G, nc, T)
         y = y.reshape(batch, dim, nchunks * T)[..., :length]  # (B, E, L)
 
     if D is not None:

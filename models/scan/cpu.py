@@ -1,8 +1,9 @@
 """The fused C++ CPU selective scan (csrc/selective_scan_cpu.cpp): lazy build and Python wrappers.
 
-The extension is compiled by `torch.utils.cpp_extension.load` on first use (never at import), with
--O3 -march=native and OpenMP, and cached by torch under $TORCH_EXTENSIONS_DIR (default
-~/.cache/torch_extensions); the build name carries a hash of the CPU's feature flags, so a cache
+The extension is compiled by `torch.utils.cpp_extension.load` (g++ and ninja) on first use, never at
+import, with -O3 -march=native and OpenMP (then without -march=native if that fails), and cached
+by torch under $TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions): tens of seconds once,
+then a fraction of a second. The build name carries a hash of the CPU's feature flags, so a cache
 shared between different machines never loads code built for another instruction set. A failed
 build is a warning, not an error: `cpu_ext_available()` turns False and callers fall back to the
 chunked PyTorch scan. Set SSAMBA_SCAN_NO_CPP=1 to skip the build altogether.
@@ -24,15 +25,15 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.cpp"
-_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
-_LDFLAGS = ["-fopenmp"]
+# Build attempts, best first: tuned for this CPU, then portable (a compiler without -march=native).
+_FLAG_SETS = (("native", ["-O3", "-march=native", "-fopenmp"]), ("generic", ["-O3", "-fopenmp"]))
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "ok": bool once a build was attempted, "error": str on failure
 
 
 def _cpu_tag() -> str:
-    """A short hash of this CPU's instruction-set flags (the build uses -march=native)."""
+    """A short hash of this CPU's instruction-set flags (the native build uses -march=native)."""
     text = platform.machine() + platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -49,19 +50,26 @@ def _build() -> None:
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    errors = []
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load(
-            name=f"ssamba_scan_cpu_{_cpu_tag()}",
-            sources=[str(_SOURCE)],
-            extra_cflags=_CFLAGS,
-            extra_ldflags=_LDFLAGS,
-            is_python_module=False,
-            verbose=False,
-        )
+        for label, cflags in _FLAG_SETS:
+            try:
+                cpp_extension.load(
+                    name=f"ssamba_scan_cpu_{label}_{_cpu_tag()}",
+                    sources=[str(_SOURCE)],
+                    extra_cflags=cflags,
+                    extra_ldflags=["-fopenmp"],
+                    is_python_module=False,
+                    verbose=False,
+                )
+                return
+            except Exception as err:
+                errors.append(f"{label} build: {type(err).__name__}: {err}")
     finally:
         logger.setLevel(level)
+    raise RuntimeError("; ".join(errors))
 
 
 def cpu_ext_available() -> bool:
@@ -101,10 +109,25 @@ def _compute_dtype(u: torch.Tensor) -> torch.dtype:
     return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
-def _rows(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, E, L) in `dtype` with unit stride along L (any batch/channel strides)."""
+def _is_lanes(t: torch.Tensor) -> bool:
+    """Whether a (B, E, L) tensor lies channel-contiguous (unit stride along E, not along L)."""
+    return t.shape[2] > 1 and t.stride(2) != 1 and (t.shape[1] <= 1 or t.stride(1) == 1)
+
+
+def _seq(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, E, L) in `dtype` with unit stride along L or along E: the kernel reads both layouts, so
+    the model's channel-contiguous delta and z (transposed Linear outputs) are never copied."""
     t = t.to(dtype)
-    return t if t.stride(-1) == 1 else t.contiguous()
+    if t.shape[2] <= 1 or t.stride(2) == 1 or _is_lanes(t):
+        return t
+    return t.contiguous()
+
+
+def output_is_lanes(u: torch.Tensor, z: torch.Tensor | None) -> bool:
+    """The kernel's output layout: that of z (the gate), or of u without z. In SSAMBA z comes
+    from a transposed Linear, so y is channel-contiguous and `out_proj(y.transpose(1, 2))` needs no
+    copy. The op's fake implementation allocates the same layout."""
+    return _is_lanes(z if z is not None else u)  # _seq keeps this layout, or makes rows
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias):
@@ -114,13 +137,13 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias):
     B4 = B.unsqueeze(1) if B.dim() == 3 else B  # (B, G, N, L), any strides
     C4 = C.unsqueeze(1) if C.dim() == 3 else C
     return (
-        _rows(u, dtype),
-        _rows(delta, dtype),
+        _seq(u, dtype),
+        _seq(delta, dtype),
         A.to(dtype).contiguous(),
         B4.to(dtype),
         C4.to(dtype),
         None if D is None else D.to(dtype).contiguous(),
-        None if z is None else _rows(z, dtype),
+        None if z is None else _seq(z, dtype),
         None if delta_bias is None else delta_bias.to(dtype).contiguous(),
     )
 
@@ -141,7 +164,7 @@ def selective_scan_cpu(
     """Forward only (no autograd; `selective_scan(impl="cpu_cpp")` adds it). Shapes as reference.py."""
     args = _prepare(u, delta, A, B, C, D, z, delta_bias)
     h0 = None if initial_state is None else initial_state.to(args[0].dtype).contiguous()
-    y, last = _ops().fwd(*args, delta_softplus, h0, return_last_state)
+    y, last = _ops().fwd(*args, delta_softplus, h0, return_last_state, output_is_lanes(u, z))
     y = y.to(u.dtype)
     return (y, last) if return_last_state else y
 
@@ -150,7 +173,7 @@ def selective_scan_cpu_backward(dout, u, delta, A, B, C, D=None, z=None, delta_b
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), each shaped and typed like its input
     (None for an absent input), for the loss whose gradient w.r.t. the scan output is `dout`."""
     args = _prepare(u, delta, A, B, C, D, z, delta_bias)
-    dout = dout.to(args[0].dtype).contiguous()
+    dout = _seq(dout, args[0].dtype)
     grads = _ops().bwd(dout, *args, delta_softplus)
     originals = (u, delta, A, B, C, D, z, delta_bias)
     return tuple(

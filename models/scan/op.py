@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from models.scan.chunked import selective_scan_chunked
-from models.scan.cpu import selective_scan_cpu, selective_scan_cpu_backward
+from models.scan.cpu import output_is_lanes, selective_scan_cpu, selective_scan_cpu_backward
 from models.scan.mamba import selective_scan_mamba
 from models.scan.reference import selective_scan_reference
 
@@ -60,7 +60,11 @@ def selective_scan_op(
 
 @selective_scan_op.register_fake
 def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl):
-    return u.new_empty(u.shape)  # (B, E, L): the only tensor a fused scan allocates
+    # (B, E, L): the only tensor a fused scan allocates, in the layout the real kernel returns.
+    batch, dim, length = u.shape
+    if impl == "cpu_cpp" and output_is_lanes(u, z):
+        return u.new_empty(batch, length, dim).transpose(1, 2)
+    return u.new_empty(batch, dim, length)
 
 
 @torch.library.custom_op("ssamba_bench::selective_scan_cpu_backward", mutates_args=())
@@ -83,7 +87,8 @@ def selective_scan_cpu_backward_op(
 
 @selective_scan_cpu_backward_op.register_fake
 def _selective_scan_cpu_backward_fake(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    return [u.new_empty(0) if x is None else x.new_empty(x.shape) for x in (u, delta, A, B, C, D, z, delta_bias)]
+    # Gradients are allocated like their inputs (du, ddelta, dz keep the input's layout).
+    return [u.new_empty(0) if x is None else torch.empty_like(x) for x in (u, delta, A, B, C, D, z, delta_bias)]
 
 
 def _setup_context(ctx, inputs, output):

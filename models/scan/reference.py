@@ -53,10 +53,13 @@ def selective_scan_reference(
     )  # (B, E, N)
     deltaA = torch.exp(delta.unsqueeze(-1) * A.unsqueeze(1))  # (B, E, L, N)
     deltaB_u = (delta * u).unsqueeze(-1) * B.transpose(-1, -2)  # (B, E, L, N)
+    # unbind, not deltaA[:, :, t]: the same views, but autograd gathers the per-step gradients
+    # once (UnbindBackward) instead of adding a zero-padded full-size gradient per step (O(L^2)).
+    decays, inputs, readouts = deltaA.unbind(2), deltaB_u.unbind(2), C.unbind(3)  # L x (B, E, N)
     ys = []
     for t in range(length):
-        state = deltaA[:, :, t] * state + deltaB_u[:, :, t]
-        ys.append(torch.einsum("ben,ben->be", state, C[:, :, :, t]))
+        state = decays[t] * state + inputs[t]
+        ys.append(torch.einsum("ben,ben->be", state, readouts[t]))
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)  # (B, E, L)
     if D is not None:
         y = y + u * D.to(compute)[:, None]

@@ -1,0 +1,24 @@
+"""Write the claims report (claims.md, claims.json) of one or more run directories into the first.
+
+Compares every non-SSAST family with SSAST per protocol, device, dtype, batch, size, token count and
+SSAST attention kernel, next to the paper's 92.7% / 95.4%; see bench/claims.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `ssamba-bench sweep`")
+    parser.add_argument("--quiet", action="store_true", help="do not print the report")
+
+
+def run(args) -> int:
+    from bench.claims import write_report
+
+    md_path, json_path, _ = write_report(args.run_dirs)
+    if not args.quiet:
+        print(md_path.read_text())
+    print(f"wrote {md_path} and {json_path}")
+    return 0

@@ -1,0 +1,320 @@
+"""The tidy result schema, the append-only run store, and CSV/Parquet export (DESIGN.md, "Result schema").
+
+Long format: one row per (case, metric, stat). A run directory holds
+
+    results.jsonl    append-only rows, one JSON object per line, written and fsynced once per case
+    samples.jsonl    raw timing samples, one line per case attempt (cold call, warm-up, timed calls)
+    events.jsonl     run markers: session/child/case start and end, written by the orchestrating parent
+    env.json         the environment of the latest session (sessions.jsonl keeps every session's)
+    run.json         run id, config name and resolved config
+    results.csv, results.parquet   export of results.jsonl, the latest attempt of each case only
+    logs/            each child process's stdout/stderr
+
+Metrics (unit in the `unit` column):
+    status                    one per case, value null: the case's status is always visible
+    latency_s                 stats median, iqr, p10, p90, mean, min, max (steady); mean, median, min,
+                              max, std (paper: mean of the runs, cold run included, is the headline)
+    latency_cold_s            value: the first call on a freshly built model
+    throughput_tokens_per_s   batch * n_tokens / latency (stat median for steady, mean for paper)
+    peak_mem_bytes            stat says which memory: cpu_rss, tensor_bytes, cuda_allocated,
+                              cuda_reserved, nvml_process (see bench/measure.py for what each includes)
+    base_mem_bytes            the same kinds just before the measured forward(s): weights, input, runtime
+    build_time_s, warmup_calls   bookkeeping of the measurement
+    loadavg_1m                the machine's 1-minute load average after the case (a busy machine
+                              makes CPU timings unreliable: compare it with the core count)
+    (any metric an extra-metric producer adds, e.g. flops)
+A failed case has its status row (value null, `error` holds the message) and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("ok", "oom", "timeout", "error", "skipped_after_oom", "skipped_after_timeout")
+SKIPPED = ("skipped_after_oom", "skipped_after_timeout")
+STATS = ("median", "mean", "p10", "p90", "iqr", "min", "max", "std", "value",
+         "cpu_rss", "tensor_bytes", "cuda_allocated", "cuda_reserved", "nvml_process")
+MEMORY_KINDS = ("cpu_rss", "tensor_bytes", "cuda_allocated", "cuda_reserved", "nvml_process")
+
+# column -> (pandas dtype, meaning). Order is the export's column order.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "schema_version": ("Int64", "version of this schema"),
+    "run_id": ("string", "id of the run directory (same across resumed sessions)"),
+    "case_id": ("string", "hash of the case parameters only: same case, same id, any run or machine"),
+    "attempt_id": ("string", "id of one execution of the case (a retried case has several)"),
+    "timestamp": ("string", "UTC ISO time the case finished"),
+    "git_sha": ("string", "commit of the suite (null outside git)"),
+    "git_dirty": ("boolean", "uncommitted changes to tracked files"),
+    "host": ("string", "machine name"),
+    "model": ("string", "registry name"),
+    "family": ("string", "model family (ssast, ssamba, ...)"),
+    "size": ("string", "model size (tiny, small, base, test)"),
+    "params": ("Int64", "parameters incl. the classification head"),
+    "n_tokens": ("Int64", "patch tokens per example"),
+    "frames": ("Int64", "fbank frames per example"),
+    "batch": ("Int64", "batch size"),
+    "dtype": ("string", "float32 | float16 | bfloat16"),
+    "device": ("string", "cpu | cuda | cuda:N"),
+    "device_name": ("string", "CPU model or GPU name"),
+    "attn_impl": ("string", "eager | sdpa (null for models without attention)"),
+    "scan_impl": ("string", "concrete selective-scan backend (null for models without a scan)"),
+    "scan_impl_requested": ("string", "scan backend as configured (e.g. auto); part of the case id"),
+    "protocol": ("string", "steady | paper"),
+    "threads": ("Int64", "torch intra-op threads of the measuring process"),
+    "memory_cap_bytes": ("Int64", "emulated device capacity (null: none)"),
+    "metric": ("string", "what was measured (see module docstring)"),
+    "stat": ("string", "which statistic, or for memory which memory"),
+    "value": ("Float64", "the number (null for status rows and failed cases)"),
+    "unit": ("string", "s, tokens/s, bytes, count, ..."),
+    "n_samples": ("Int64", "measurements behind the value"),
+    "method": ("string", "how it was measured (timer, memory source)"),
+    "status": ("string", "|".join(STATUSES)),
+    "error": ("string", "one-line message for failed cases"),
+    "torch_version": ("string", ""),
+    "timm_version": ("string", ""),
+    "torchaudio_version": ("string", ""),
+    "cuda_version": ("string", "CUDA torch was built with (null: CPU-only build)"),
+    "driver_version": ("string", "NVIDIA driver (null without a GPU)"),
+    "tf32_matmul": ("boolean", "torch.backends.cuda.matmul.allow_tf32"),
+    "tf32_cudnn": ("boolean", "torch.backends.cudnn.allow_tf32"),
+    "python_version": ("string", ""),
+}
+
+# Environment facts copied into every row (from env.row_fields); the rest live in env.json.
+ENV_COLUMNS = ("git_sha", "git_dirty", "host", "torch_version", "timm_version", "torchaudio_version",
+               "cuda_version", "driver_version", "python_version")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_attempt_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def metric(name: str, stat: str, value, unit: str, n_samples: int | None = 1, method: str | None = None) -> dict:
+    """One measurement, before the case columns are added."""
+    return {"metric": name, "stat": stat, "value": None if value is None else float(value), "unit": unit,
+            "n_samples": n_samples, "method": method}
+
+
+def case_rows(case, *, run_id: str, env: dict, status: str, metrics: list[dict] = (), error: str | None = None,
+              info: dict | None = None, attempt_id: str | None = None,
+              memory_cap_bytes: int | None = None) -> list[dict]:
+    """All rows of one case: its status row first, then one per metric.
+
+    `info` is what the measuring process learnt (model.describe(), threads, device name, TF32 flags);
+    without it (a child killed before building) the case's own parameters fill the columns.
+    """
+    info = info or {}
+    base = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "case_id": case.case_id,
+        "attempt_id": attempt_id or new_attempt_id(),
+        "timestamp": now_iso(),
+        **{k: env.get(k) for k in ENV_COLUMNS},
+        "model": case.model,
+        "family": case.family,
+        "size": case.size,
+        "params": info.get("params"),
+        "n_tokens": info.get("n_tokens", case.n_tokens),
+        "frames": info.get("frames", case.frames),
+        "batch": case.batch,
+        "dtype": case.dtype,
+        "device": case.device,
+        "device_name": info.get("device_name", env.get("device_names", {}).get(case.device)),
+        "attn_impl": info.get("attn_impl", case.attn_impl),
+        "scan_impl": info.get("scan_impl", case.scan_impl),
+        "scan_impl_requested": case.scan_impl,
+        "protocol": case.protocol,
+        "threads": info.get("threads", env.get("threads")),
+        "memory_cap_bytes": memory_cap_bytes,
+        "tf32_matmul": info.get("tf32_matmul", env.get("tf32_matmul")),
+        "tf32_cudnn": info.get("tf32_cudnn", env.get("tf32_cudnn")),
+    }
+    rows = [{**base, **metric("status", "value", None, "", None, None), "status": status, "error": error}]
+    for m in metrics:
+        m_status = m.pop("status", status)
+        m_error = m.pop("error", None)
+        rows.append({**base, **m, "status": m_status, "error": m_error})
+    return [{col: row.get(col) for col in COLUMNS} for row in rows]
+
+
+# --- the append-only JSON-lines store -------------------------------------------------------------
+
+def append_jsonl(path: Path, records: list[dict]) -> None:
+    """Append records as one write, then fsync: a crash loses at most this call's records.
+
+    A previous writer killed mid-line leaves a line without its newline; start on a fresh line so
+    that line stays the only casualty.
+    """
+    if not records:
+        return
+    text = "".join(json.dumps(r, default=str) + "\n" for r in records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    text = "\n" + text
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete record; a torn line (a writer killed mid-write) is skipped."""
+    if not Path(path).exists():
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def latest_attempts(rows: list[dict]) -> list[dict]:
+    """Rows of the last attempt of each case (file order: later lines are later attempts)."""
+    last: dict[str, str] = {}
+    for row in rows:
+        last[row["case_id"]] = row["attempt_id"]
+    return [r for r in rows if last.get(r["case_id"]) == r["attempt_id"]]
+
+
+def case_statuses(rows: list[dict]) -> dict[str, str]:
+    """case_id -> status of its latest attempt."""
+    return {r["case_id"]: r["status"] for r in latest_attempts(rows) if r["metric"] == "status"}
+
+
+class RunStore:
+    """The files of one run directory (see module docstring)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.results = self.dir / "results.jsonl"
+        self.samples = self.dir / "samples.jsonl"
+        self.events = self.dir / "events.jsonl"
+        self.env = self.dir / "env.json"
+        self.sessions = self.dir / "sessions.jsonl"
+        self.manifest = self.dir / "run.json"
+        self.csv = self.dir / "results.csv"
+        self.parquet = self.dir / "results.parquet"
+        self.logs = self.dir / "logs"
+
+    def open(self, config_name: str, config: dict, env: dict) -> str:
+        """Create or reopen the run; returns its run id (kept across resumed sessions)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        if self.manifest.exists():
+            run_id = json.loads(self.manifest.read_text())["run_id"]
+        else:
+            run_id = self.dir.name
+            self.manifest.write_text(json.dumps({"run_id": run_id, "config_name": config_name, "created": now_iso(),
+                                                 "schema_version": SCHEMA_VERSION, "config": config}, indent=2) + "\n")
+        self.env.write_text(json.dumps(env, indent=2, default=str) + "\n")
+        append_jsonl(self.sessions, [{"started": now_iso(), "env": env, "config": config}])
+        return run_id
+
+    def event(self, event: str, **fields) -> None:
+        append_jsonl(self.events, [{"t": now_iso(), "event": event, **fields}])
+
+    def rows(self) -> list[dict]:
+        return read_jsonl(self.results)
+
+    def statuses(self) -> dict[str, str]:
+        return case_statuses(self.rows())
+
+    def export(self):
+        """Write results.csv and results.parquet (latest attempt per case); returns the DataFrame."""
+        df = to_frame(latest_attempts(self.rows()))
+        tmp_csv, tmp_pq = self.csv.with_suffix(".csv.tmp"), self.parquet.with_suffix(".parquet.tmp")
+        df.to_csv(tmp_csv, index=False)
+        df.to_parquet(tmp_pq, index=False)
+        os.replace(tmp_csv, self.csv)
+        os.replace(tmp_pq, self.parquet)
+        return df
+
+
+def to_frame(rows: list[dict]):
+    """Rows -> a DataFrame with the schema's columns and dtypes."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    return df.astype({col: dtype for col, (dtype, _) in COLUMNS.items()})
+
+
+def load(path: str | Path):
+    """A run directory, results.parquet/.csv/.jsonl -> DataFrame (latest attempt per case)."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.jsonl"
+    if path.suffix == ".jsonl":
+        return to_frame(latest_attempts(read_jsonl(path)))
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return df.astype({col: dtype for col, (dtype, _) in COLUMNS.items() if col in df})
+
+
+def validate(df) -> list[str]:
+    """Problems with a results table, [] when it follows the schema."""
+    problems = []
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        return [f"missing columns: {', '.join(missing)}"]
+    if (df["schema_version"] != SCHEMA_VERSION).any():
+        problems.append(f"schema_version other than {SCHEMA_VERSION}")
+    for col in ("run_id", "case_id", "attempt_id", "timestamp", "model", "family", "size", "n_tokens", "frames",
+                "batch", "dtype", "device", "protocol", "metric", "stat", "status"):
+        if df[col].isna().any():
+            problems.append(f"null values in {col}")
+    bad_status = set(df["status"].dropna()) - set(STATUSES)
+    if bad_status:
+        problems.append(f"unknown status values: {sorted(bad_status)}")
+    bad_stat = set(df["stat"].dropna()) - set(STATS)
+    if bad_stat:
+        problems.append(f"unknown stat values: {sorted(bad_stat)}")
+    if not df["case_id"].str.fullmatch(r"[0-9a-f]{16}").all():
+        problems.append("case_id is not 16 hex digits")
+    status_rows = df[df["metric"] == "status"]
+    per_case = status_rows.groupby("case_id").size()
+    if (per_case != 1).any():
+        problems.append(f"cases without exactly one status row: {list(per_case[per_case != 1].index)[:5]}")
+    if set(df["case_id"]) != set(status_rows["case_id"]):
+        problems.append("cases with measurements but no status row")
+    measured = df[df["metric"] != "status"]
+    if measured["unit"].isna().any():
+        problems.append("measurement rows without a unit")
+    ok_cases = set(status_rows.loc[status_rows["status"] == "ok", "case_id"])
+    failed = status_rows.loc[status_rows["status"] != "ok"]
+    if failed["error"].isna().any():
+        problems.append("failed cases without an error message")
+    lat = measured[(measured["metric"] == "latency_s") & measured["value"].notna()]
+    if not ok_cases <= set(lat["case_id"]):
+        problems.append("ok cases without a latency_s value")
+    if (measured.loc[measured["case_id"].isin(ok_cases) & (measured["status"] == "ok"), "value"].isna()).any():
+        problems.append("ok measurement rows with a null value")
+    if measured["case_id"].isin(set(failed["case_id"])).any():
+        problems.append("failed cases with measurement rows")
+    dup = df.duplicated(subset=["case_id", "metric", "stat"])
+    if dup.any():
+        problems.append(f"{int(dup.sum())} duplicated (case_id, metric, stat) rows")
+    return problems

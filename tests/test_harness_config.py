@@ -1,0 +1,162 @@
+"""Sweep configuration and case expansion: parsing, overrides, validation, stable case ids; and bad
+input through the real CLI (one `error:` line, exit status 2, nothing run)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bench import cli
+from bench.config import CONFIG_DIR, load_config, parse_bytes, parse_set
+from bench.sweep import Case, expand
+from models.errors import UserInputError
+from models.tokenizer import frames_for_tokens, tokens_for_frames
+
+MINIMAL = 'models = ["test_ssast"]\ntokens = [64]\n'
+
+
+def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["default", "paper", "ci"])
+def test_shipped_configs_load(name):
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert Path(cfg.source) == CONFIG_DIR / f"{name}.toml"
+
+
+def test_default_config_is_the_cpu_main_job():
+    cases = expand(load_config("default"))
+    assert {c.model for c in cases} == {"ssast_tiny", "ssast_small", "ssamba_tiny", "ssamba_small"}
+    assert {c.n_tokens for c in cases} == {128, 256, 512, 1024, 2048, 4096, 8192}
+    assert {c.attn_impl for c in cases if c.family == "ssast"} == {"eager", "sdpa"}
+    assert {c.attn_impl for c in cases if c.family == "ssamba"} == {None}
+    assert {(c.batch, c.device, c.protocol) for c in cases} == {(1, "cpu", "steady")}
+    assert len(cases) == 2 * 2 * 7 + 2 * 7
+
+
+def test_paper_config_follows_the_authors():
+    cfg = load_config("paper", ["device=cpu"])  # expandable here; the file itself asks for cuda
+    cases = expand(cfg)
+    ssast_tiny = sorted(c.frames for c in cases if c.model == "ssast_tiny")
+    assert ssast_tiny[0] == 1024 and ssast_tiny[1] - ssast_tiny[0] == 512
+    assert max(c.n_tokens for c in cases if c.model == "ssast_tiny") == 22016
+    assert max(c.n_tokens for c in cases if c.model == "ssamba_tiny") > 22016
+    assert {(c.batch, c.dtype, c.protocol, c.attn_impl or "eager") for c in cases} == {(4, "float32", "paper", "eager")}
+    assert {c.size for c in cases} == {"tiny", "small", "base"}
+    assert load_config("paper").device == ("cuda",)
+
+
+def test_token_arithmetic_comes_from_the_tokenizer(tmp_path):
+    cfg = load_config(write(tmp_path, 'models = ["test_ssast"]\ntokens = [100, 22000]\n'))
+    cases = expand(cfg)
+    for case in cases:
+        assert case.frames == frames_for_tokens(case.n_tokens)
+        assert tokens_for_frames(case.frames) == case.n_tokens
+    assert {c.n_tokens for c in cases} == {104, 22000}  # 100 rounds up to whole patch columns
+    assert max(c.frames for c in cases) == 44000
+
+
+def test_ranges_and_frames(tmp_path):
+    cfg = load_config(write(tmp_path, 'models = ["test_ssast"]\ntokens = { start = 128, stop = 1024, factor = 2 }\n'))
+    assert cfg.tokens == (128, 256, 512, 1024)
+    cfg = load_config(write(tmp_path, 'models = ["test_ssast"]\nframes = { start = 1024, stop = 2048, step = 512 }\n'))
+    assert [c.n_tokens for c in expand(cfg)] == [512, 768, 1024]
+
+
+def test_set_overrides(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    cfg = load_config(path, ["tokens=[64,128]", "steady.max_time_s=2", "memory_cap=8GiB", "batch=2"])
+    assert cfg.tokens == (64, 128) and cfg.steady.max_time_s == 2.0 and cfg.batch == (2,)
+    assert cfg.memory_cap_bytes == 8 * 2**30
+    assert load_config(path, ["frames=[1024]"]).frames == (1024,)  # replaces the tokens axis
+    assert parse_set("models=[\"a\", \"b\"]") == (["models"], ["a", "b"])
+    assert parse_bytes("512MiB") == 512 * 2**20 and parse_bytes("2GB") == 2 * 10**9
+
+
+def test_families_and_sizes(tmp_path):
+    cfg = load_config(write(tmp_path, 'models = ["ssamba", "test_ssast"]\nsizes = ["tiny", "base"]\ntokens = [64]\n'))
+    assert sorted({c.model for c in expand(cfg)}) == ["ssamba_base", "ssamba_tiny", "test_ssast"]
+
+
+def test_case_id_is_stable_and_depends_on_case_parameters_only(tmp_path):
+    a = expand(load_config(write(tmp_path, MINIMAL), ["steady.min_repeats=3", "timeout_s=5"]))[0]
+    b = expand(load_config(write(tmp_path, MINIMAL, "other.toml"), ["name=other", "memory_cap=1GiB"]))[0]
+    assert a.case_id == b.case_id
+    fixed = Case(model="ssast_tiny", family="ssast", size="tiny", n_tokens=512, frames=1024, batch=1,
+                 dtype="float32", device="cpu", attn_impl="eager", scan_impl=None, protocol="steady")
+    assert fixed.case_id == "4135f11d39dc908d"  # pinned: changing the hash breaks resume and compare
+    assert dataclasses.replace(fixed, attn_impl="sdpa").case_id != fixed.case_id
+    assert dataclasses.replace(fixed, protocol="paper").case_id != fixed.case_id
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('models = ["test_ssast"]\ntokens = [64]\ntokenz = [1]\n', "unknown key 'tokenz'"),
+    ('models = ["test_ssast"]\ntokens = [64]\n[steady]\nwarmup = 3\n', "unknown key 'warmup'"),
+    ('models = ["ssast_tinyy"]\ntokens = [64]\n', "did you mean ssast_tiny"),
+    ('models = ["test_ssast"]\ntokens = [4]\n', "fewer than one column of patches"),
+    ('models = ["test_ssast"]\nframes = [8]\n', "fewer than one 16-frame patch"),
+    ('models = ["test_ssast"]\ntokens = [64]\nattn_impl = "flash"\n', "unknown attn_impl 'flash'"),
+    ('models = ["test_ssast"]\ntokens = [64]\nprotocol = "fast"\n', "unknown protocol 'fast'"),
+    ('models = ["test_ssast"]\ntokens = [64]\nbatch = "one"\n', "batch must be int"),
+    ('models = ["test_ssast"]\ntokens = [64]\nmemory_cap = "lots"\n', "is not a size"),
+    ('models = ["test_ssast"]\n', "exactly one of `tokens` or `frames`"),
+])
+def test_bad_config_is_one_error_line(tmp_path, capsys, text, expected):
+    out = tmp_path / "run"
+    code = cli.main(["sweep", str(write(tmp_path, text)), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    assert not out.exists()  # nothing ran
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_an_error(tmp_path, capsys):
+    code = cli.main(["sweep", str(write(tmp_path, MINIMAL + 'device = "cuda"\n')), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "CUDA is not available" in err[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "tokens"], "expected key=value"),
+    (["--set", "tokens=[1,"], "not a valid TOML value"),
+    (["--set", "steady.nope=1"], "unknown key 'nope'"),
+    (["--retry", "broken"], "unknown status broken"),
+])
+def test_bad_command_line_is_one_error_line(tmp_path, capsys, args, expected):
+    code = cli.main(["sweep", str(write(tmp_path, MINIMAL)), "--out", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expected in err[0], err
+
+
+def test_unknown_config_name(capsys):
+    assert cli.main(["sweep", "no_such_config"]) == 2
+    assert "one of: ci, default, paper" in capsys.readouterr().err
+
+
+def test_max_tokens_must_name_a_model_of_the_sweep(tmp_path):
+    with pytest.raises(UserInputError, match="max_tokens names ssamba"):
+        expand(load_config(write(tmp_path, MINIMAL + "max_tokens = { ssamba = 10 }\n")))
+
+
+def spec_test_model(**overrides):
+    """A model builder from "outside": a sweep names it as 'test_harness_config:spec_test_model'."""
+    from models import create_model
+
+    return create_model("test_ssast", **overrides)
+
+
+def test_a_model_spec_is_a_models_entry(tmp_path):
+    from models import registry
+
+    if not hasattr(registry, "import_model_spec"):
+        pytest.skip("models.registry has no import_model_spec in this tree")
+    cfg = load_config(write(tmp_path, 'models = ["test_harness_config:spec_test_model"]\ntokens = [64]\n'))
+    (case,) = [c for c in expand(cfg) if c.attn_impl == "eager"]
+    assert case.model == "spec_test_model" and case.family == "ssast"

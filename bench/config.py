@@ -92,8 +92,9 @@ class SweepConfig:
         "help": "CUDA TF32 for matmul and cuDNN: 'default' (leave torch's), 'on' or 'off'; always recorded"})
     track_tensor_bytes: bool = field(default=True, metadata={
         "help": "CPU: count peak live tensor bytes in one extra untimed forward (deterministic)"})
-    extra_metrics: tuple[str, ...] = field(default=(), metadata={
-        "help": "'module:function' producers called per case as fn(model, x, case) -> list of metric dicts"})
+    extra_metrics: tuple[str, ...] = field(default=("bench.estimate:case_metrics",), metadata={
+        "help": "'module:function' producers called per case as fn(model, x, case) -> list of metric dicts "
+                "(default: FLOPs and predicted peak memory from bench/estimate.py)"})
     plugins: tuple[str, ...] = field(default=(), metadata={
         "help": "modules or .py files imported first (in the parent and every child), e.g. to register models"})
     steady: SteadyConfig = field(default_factory=SteadyConfig, metadata={"help": "steady-protocol settings"})

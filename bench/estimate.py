@@ -39,11 +39,13 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", *, attn_impl: str | None = None,
-             scan_impl: str | None = None, fstride: int = 16, tstride: int = 16) -> dict:
-    """FLOPs and predicted peak memory of one no-grad forward of `model` at `n_tokens` patch tokens."""
+             scan_impl: str | None = None, fstride: int = 16, tstride: int = 16, frames: int | None = None) -> dict:
+    """FLOPs and predicted peak memory of one no-grad forward of `model` at `n_tokens` patch tokens
+    (or at exactly `frames` fbank frames when given)."""
     if batch < 1:
         raise UserInputError(f"batch must be at least 1, got {batch}")
-    frames = PatchGrid(fstride=fstride, tstride=tstride).frames_for_tokens(n_tokens)
+    if frames is None:
+        frames = PatchGrid(fstride=fstride, tstride=tstride).frames_for_tokens(n_tokens)
     torch_dtype = resolve_dtype(dtype)
     with torch.device("meta"):
         net = create_model(model, input_frames=frames, fstride=fstride, tstride=tstride,
@@ -67,3 +69,16 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         "activation_peak_bytes": int(peak_bytes - resident_bytes),
         "method": "meta-tensor forward: FlopCounterMode + live storage bytes (bench/estimate.py)",
     }
+
+
+def case_metrics(model, inputs, case) -> list[dict]:
+    """Extra-metric producer for sweeps (the default `extra_metrics`): FLOPs and predicted peak memory
+    of the case, so every results table holds measured and predicted memory side by side."""
+    est = estimate(case.model, case.n_tokens, case.batch, case.dtype, attn_impl=case.attn_impl,
+                   scan_impl=case.scan_impl, frames=case.frames)
+    how = "predicted on meta tensors (bench/estimate.py)"
+    return [
+        {"metric": "flops", "stat": "value", "value": est["flops"], "unit": "flop", "method": f"FlopCounterMode, {how}"},
+        {"metric": "predicted_peak_mem_bytes", "stat": "tensor_bytes", "value": est["peak_mem_bytes"], "unit": "bytes",
+         "method": f"live tensor bytes, fused scan/attention semantics, {how}"},
+    ]

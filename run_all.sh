@@ -64,13 +64,17 @@ case "${1:-main}" in
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     main)
-        # The CPU main job: the default sweep (< 15 min on 2 cores), its claims report and figures.
-        RUN_DIR=${RUN_DIR:-results/runs/$(date -u +%Y%m%dT%H%M%SZ)-default}
+        # The CPU main job (< 15 min on 2 cores): the default sweep (steady protocol), the paper's
+        # protocol for the tiny models beside it, then the claims report and figures of both.
+        STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+        RUN_DIR=${RUN_DIR:-results/runs/$STAMP-default}
+        PAPER_DIR=${PAPER_DIR:-$RUN_DIR/paper_protocol}
         "$VENV/bin/ssamba-bench" models
         "$VENV/bin/ssamba-bench" sweep default --out "$RUN_DIR"
-        "$VENV/bin/ssamba-bench" claims "$RUN_DIR"
-        "$VENV/bin/ssamba-bench" plot "$RUN_DIR"
-        echo "results, claims.md and figures/ are in $RUN_DIR"
+        "$VENV/bin/ssamba-bench" sweep default_paper --out "$PAPER_DIR"
+        "$VENV/bin/ssamba-bench" claims "$RUN_DIR" "$PAPER_DIR"
+        "$VENV/bin/ssamba-bench" plot "$RUN_DIR" "$PAPER_DIR"
+        echo "results, claims.md and figures/ are in $RUN_DIR (paper-protocol run in $PAPER_DIR)"
         ;;
     *)
         echo "usage: ./run_all.sh [test [pytest args...]]" >&2

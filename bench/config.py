@@ -97,6 +97,9 @@ class SweepConfig:
                 "(default: FLOPs and predicted peak memory from bench/estimate.py)"})
     plugins: tuple[str, ...] = field(default=(), metadata={
         "help": "modules or .py files imported first (in the parent and every child), e.g. to register models"})
+    checkpoints: dict = field(default_factory=dict, metadata={
+        "help": "per model name: a checkpoint in the authors' layout (e.g. { ssamba_tiny = 'ssamba_tiny_400.pth' }), "
+                "loaded strictly (models/checkpoints.py) instead of random weights"})
     steady: SteadyConfig = field(default_factory=SteadyConfig, metadata={"help": "steady-protocol settings"})
     paper: PaperConfig = field(default_factory=PaperConfig, metadata={"help": "paper-protocol settings"})
     source: str = field(default="", metadata={"help": "(set by the loader) the file this came from"})
@@ -189,6 +192,10 @@ def _coerce(cls, key: str, value: Any, where: str):
     if key == "max_tokens":
         if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
             raise UserInputError(f"{where}: max_tokens must be a table of model/family = integer")
+        return dict(value)
+    if key == "checkpoints":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise UserInputError(f"{where}: checkpoints must be a table of model = \"path\"")
         return dict(value)
     expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[str(kind)]
     if isinstance(value, bool) and expected is not bool:

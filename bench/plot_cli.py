@@ -1,4 +1,4 @@
-"""Draw the paper's figures (and log-log, ratio and predicted-memory figures) of a run into RUN_DIR/figures/."""
+"""Draw the paper's figures (and log-log, ratio and predicted-memory figures) of runs into RUN_DIR/figures/."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `ssamba-bench sweep`")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run directories written by `ssamba-bench sweep`; figures go to the first one's figures/")
 
 
 def run(args) -> int:
     from bench.plots import make_figures
 
-    paths = make_figures(args.run_dir)
+    paths = make_figures(args.run_dirs)
     for p in paths:
         if p.suffix == ".png":
             print(p)

@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402,F401  (used as matplotlib.ticker)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -105,6 +106,10 @@ def _ratio_plot(comps: pd.DataFrame, title: str):
         ax.axhline(1, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # Ticks at 1, 2, 5 x 10^k labelled plainly (0.5, 2, 20), no crowded minor labels.
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("input tokens")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3, which="both")
@@ -128,13 +133,15 @@ def _predicted_plot(cases: pd.DataFrame, kind: str, title: str):
     ax.set_ylabel("predicted peak (MB)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title.replace(": ", ":\n", 1), fontsize=10)
     return fig
 
 
-def make_figures(run_dir: str | Path) -> list[Path]:
-    run_dir = Path(run_dir)
-    df = load_runs([run_dir])
+def make_figures(run_dirs) -> list[Path]:
+    """Figures of one or more run directories (one set per setting), written to the first one's figures/."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    run_dir = Path(run_dirs[0])
+    df = load_runs(run_dirs)
     cases = case_values(df)
     if cases.empty:
         raise UserInputError(f"{run_dir} has no successful cases to plot")

@@ -60,6 +60,7 @@ class RunSettings:
     track_tensor_bytes: bool = True
     extra_metrics: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
+    checkpoints: tuple[tuple[str, str], ...] = ()  # (model name, checkpoint path)
     budget_deadline: float | None = None  # time.time() after which no case starts (None: no budget)
 
     @classmethod
@@ -69,6 +70,7 @@ class RunSettings:
                    memory_cap_bytes=cfg.memory_cap_bytes, timeout_s=cfg.timeout_s,
                    skip_after_timeout=cfg.skip_after_timeout, seed=cfg.seed, tf32=cfg.tf32,
                    track_tensor_bytes=cfg.track_tensor_bytes, extra_metrics=cfg.extra_metrics,
+                   checkpoints=tuple((m, str(Path(p).resolve())) for m, p in sorted(cfg.checkpoints.items())),
                    plugins=tuple(_absolute_plugin(p) for p in cfg.plugins)
                    + tuple(m for m in cfg.models if ":" in m))  # model specs: children import them too
 
@@ -172,9 +174,16 @@ def run_case(case: Case, settings: RunSettings, env: dict,
     dtype = getattr(torch, _DTYPES[case.dtype])
     options = {k: v for k, v in (("attn_impl", case.attn_impl), ("scan_impl", case.scan_impl)) if v is not None}
 
+    checkpoint = dict(settings.checkpoints).get(case.model)
+
     def build():
         torch.manual_seed(settings.seed)
-        model = create_model(case.model, input_frames=case.frames, **options).eval()
+        if checkpoint:  # the authors' weights, loaded strictly, at this case's input length
+            from models.checkpoints import load_checkpoint
+
+            model = load_checkpoint(checkpoint, family=case.model, input_frames=case.frames, **options).eval()
+        else:
+            model = create_model(case.model, input_frames=case.frames, **options).eval()
         model = model.to(device=device, dtype=dtype)
         if not info:
             info.update(model.describe())  # resolves the scan backend (may build an extension once)

@@ -134,6 +134,24 @@ def check_contract(model, name: str) -> None:
     check_model_contract(model, name)
 
 
+def check_checkpoints(checkpoints: dict, names: list[str]) -> None:
+    """Each `checkpoints` entry names a model of the sweep and a file that holds exactly that model."""
+    from pathlib import Path
+
+    from models.checkpoints import inspect_checkpoint
+
+    for model, path in checkpoints.items():
+        if model not in names:
+            raise UserInputError(f"checkpoints: {model!r} is not a model of this sweep ({', '.join(names)})")
+        if not Path(path).is_file():
+            raise UserInputError(f"checkpoints: {model} -> {path}: no such file")
+        info = inspect_checkpoint(path)
+        if info.model_name != model:
+            raise UserInputError(f"checkpoints: {path} holds {info.model_name}, not {model}")
+        if not info.ok:
+            raise UserInputError(f"checkpoints: {path} does not load strictly into {model}:\n{info.summary()}")
+
+
 def check_device(device: str) -> None:
     import torch
 
@@ -157,7 +175,9 @@ def expand(cfg: SweepConfig) -> list[Case]:
     for device in cfg.device:
         check_device(device)
     cases: list[Case] = []
-    for name in resolve_models(cfg):
+    names = resolve_models(cfg)
+    check_checkpoints(cfg.checkpoints, names)
+    for name in names:
         probe = _meta_model(name)
         check_contract(probe, name)  # on the meta device: instant
         attn_values = list(cfg.attn_impl) if probe.attn_impl is not None else [None]

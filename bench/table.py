@@ -58,7 +58,8 @@ def short_table(df, memory: str | None = None) -> str:
     lat = df[(df["metric"] == "latency_s") & (df["stat"] == headline) & (df["status"] == "ok")].copy()
     iqr = df[(df["metric"] == "latency_s") & (df["stat"] == "iqr")].set_index("case_id")["value"]
     rel_iqr = lat["case_id"].map(iqr) / lat["value"]
-    lat["noisy"] = (rel_iqr > NOISY_REL_IQR) & (lat["n_samples"] >= 3)
+    # The paper protocol records no IQR: its cells are never marked (NA counts as not noisy).
+    lat["noisy"] = ((rel_iqr > NOISY_REL_IQR) & (lat["n_samples"] >= 3)).fillna(False).astype(bool)
     mem_rows = df[(df["metric"] == "peak_mem_bytes") & (df["status"] == "ok")]
     if memory:
         mem = mem_rows[mem_rows["stat"] == memory]

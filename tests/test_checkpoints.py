@@ -323,3 +323,27 @@ def test_inspect_verb(tmp_path, capsys):
     assert main(["inspect", str(text)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_sweep_measures_a_checkpoint_named_in_the_config(tmp_path):
+    """`checkpoints = { model = path }` in a sweep config: the file is checked before anything runs,
+    then loaded strictly for every case of that model."""
+    from bench.cli import main
+
+    good = tmp_path / "test_ssamba.pth"
+    torch.save(original_state_dict("ssamba", "test"), good)
+    config = tmp_path / "sweep.toml"
+    body = ('name = "ckpt"\nmodels = ["test_ssamba"]\ntokens = [64]\nprotocol = "paper"\nthreads = 1\n'
+            'extra_metrics = []\n[paper]\nruns = 1\n')
+    config.write_text(body + f'[checkpoints]\ntest_ssamba = "{good}"\n')
+    assert main(["sweep", str(config), "--out", str(tmp_path / "run"), "--quiet", "--no-table"]) == 0
+    rows = (tmp_path / "run" / "results.jsonl").read_text()
+    assert '"status": "ok"' in rows
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(body + f'[checkpoints]\ntest_ssast = "{good}"\n')
+    assert main(["sweep", str(wrong), "--out", str(tmp_path / "run2")]) == 2
+    other = tmp_path / "ssast.pth"
+    torch.save(original_state_dict("ssast", "test"), other)
+    mismatch = tmp_path / "mismatch.toml"
+    mismatch.write_text(body + f'[checkpoints]\ntest_ssamba = "{other}"\n')
+    assert main(["sweep", str(mismatch), "--out", str(tmp_path / "run3")]) == 2

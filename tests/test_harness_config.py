@@ -137,7 +137,7 @@ def test_bad_command_line_is_one_error_line(tmp_path, capsys, args, expected):
 
 def test_unknown_config_name(capsys):
     assert cli.main(["sweep", "no_such_config"]) == 2
-    assert "one of: ci, default, paper" in capsys.readouterr().err
+    assert "one of: ci, default, default_paper, paper" in capsys.readouterr().err
 
 
 def test_max_tokens_must_name_a_model_of_the_sweep(tmp_path):

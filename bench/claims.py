@@ -164,6 +164,7 @@ def build_report(run_dirs: list[str | Path]) -> dict:
                              f"{'; '.join(missing)} (models found: {found}); sweep both families first")
     comps = comparisons(cases)
     if not comps:
+        _refuse_mixed_devices(cases)
         raise UserInputError("the run has both families but no (size, token count, protocol, batch, dtype, device) "
                              "measured for both; sweep matching cases")
     statuses = df[df["metric"] == "status"].groupby(["model", "status"]).size().reset_index(name="cases")
@@ -178,6 +179,21 @@ def build_report(run_dirs: list[str | Path]) -> dict:
         "predictions_at_paper_point": predictions(families),
         "case_statuses": statuses.to_dict("records"),
     }
+
+
+def _refuse_mixed_devices(cases: pd.DataFrame) -> None:
+    """Rows of different device models are never paired (device_name is part of SETTING); when that is
+    the only reason nothing pairs (e.g. cluster jobs of the two families landed on different GPUs),
+    say so instead of the generic message."""
+    loose = [s for s in SETTING if s != "device_name"]
+    ref, others = cases[cases["family"] == REFERENCE_FAMILY], cases[cases["family"] != REFERENCE_FAMILY]
+    pairs = others.merge(ref, on=[*loose, "size", "n_tokens"], suffixes=("", "_ref"))
+    if len(pairs):
+        names = sorted({f"{a} vs {b}" for a, b in zip(pairs["device_name"].astype(str),
+                                                      pairs["device_name_ref"].astype(str))})
+        raise UserInputError(f"the two families were measured on different device models ({'; '.join(names)}); "
+                             f"the claims report does not pair measurements across device models: rerun the "
+                             f"missing cases on one device model (e.g. pin a Slurm partition or constraint)")
 
 
 def _largest_common(comps: list[dict]) -> list[dict]:

@@ -28,6 +28,7 @@ VERBS = {
     "baseline": "bench.baseline",
     "scanbench": "bench.scanbench",
     "data": "bench.data_cli",
+    "collect": "bench.collect_cli",
 }
 
 

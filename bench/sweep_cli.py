@@ -3,6 +3,8 @@
     ssamba-bench sweep default                      # bench/configs/default.toml, the CPU main job
     ssamba-bench sweep my.toml --set tokens=[128,512] --set steady.max_time_s=5
     ssamba-bench sweep default --out results/runs/X # resume X: only cases not yet recorded run
+    ssamba-bench sweep paper --executor slurm --slurm-partition gpu --slurm-gpus-per-job 1 --slurm-time 4:00:00
+                                                    # one Slurm job per model/device (bench/cluster.py)
 
 Writes to --out (default results/runs/<UTC time>-<config name>/): results.jsonl (append-only, one
 row per case x metric x stat, flushed per case), results.csv, results.parquet, samples.jsonl (raw
@@ -20,6 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench import cluster
 from bench.config import describe_fields, load_config
 from bench.results import STATUSES, RunStore
 from bench.runner import Progress, RunSettings, run_isolated, skip_after_prior_failures
@@ -42,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output (CI logs); summary only")
     parser.add_argument("--no-table", action="store_true", help="do not print the short table at the end")
     parser.add_argument("--keys", action="store_true", help="list every config key with its meaning and exit")
+    cluster.add_arguments(parser)
 
 
 class _CliProgress(Progress):
@@ -108,9 +112,11 @@ def run(args) -> int:
         return 0
     if not args.config:
         raise UserInputError("give a sweep config: a .toml path or one of default, paper, ci")
+    opts = cluster.check_options(args)  # executor options (and sbatch on PATH) checked before anything runs
     cfg = load_config(args.config, args.overrides)
     retry = _retry_statuses(args.retry)
-    cases = expand(cfg)  # every model, option, token count and device checked here, before anything runs
+    # every model, option, token count and device (slurm: on each job's node) checked before anything runs
+    cases = expand(cfg) if opts.executor != "slurm" else cluster.expand_on_login_node(cfg)
     if args.dry_run:
         for case in cases:
             print(f"{case.case_id}  {case.label}  frames={case.frames} device={case.device}")
@@ -126,6 +132,8 @@ def run(args) -> int:
     env = collect_env(cfg.threads)
     run_id = store.open(cfg.name, dataclasses.asdict(cfg), env)
     settings = RunSettings.from_config(cfg, run_id)
+    if (store.dir / cluster.SHARDS_DIR).is_dir():  # cases recorded by cluster jobs count as recorded
+        cluster.merge_shards(store)
     recorded = store.statuses()
     done = {cid: s for cid, s in recorded.items() if s not in retry}
     todo = [c for c in cases if c.case_id not in done]
@@ -133,10 +141,12 @@ def run(args) -> int:
     print(f"sweep {cfg.name}: {len(cases)} cases, {len(cases) - len(todo)} already recorded, {len(todo)} to run "
           f"-> {run_dir}", file=sys.stderr)
     load = (env.get("loadavg") or [0])[0]
-    if todo and load > 0.5 * env["cpu_usable_cores"]:
+    if todo and load > 0.5 * env["cpu_usable_cores"] and opts.executor != "slurm":  # slurm: not where it runs
         print(f"warning: this machine is busy (load average {load:.1f} on {env['cpu_usable_cores']} usable cores): "
               f"timings will be slow and noisy", file=sys.stderr)
     store.event("session_start", cases=len(cases), todo=len(todo), argv=sys.argv, loadavg=env.get("loadavg"))
+    if opts.executor != "local":
+        return cluster.run_sweep(cases, todo, store, settings, cfg, opts, args)
     progress = _CliProgress(len(todo), args.quiet)
     started = time.monotonic()
     try:

@@ -1,0 +1,213 @@
+"""The cluster executors (bench/cluster.py) and `ssamba-bench collect`, through the real CLI.
+
+submitit-local runs real jobs (subprocesses that re-import torch, seconds each); the Slurm path runs
+submitit's real SlurmExecutor against a stand-in `sbatch` that only answers a job id, and the test
+reads what would have been submitted: the sbatch script and the pickled job of each array task.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import cli, cluster
+from bench.config import load_config
+from bench.results import COLUMNS, RunStore, case_statuses, latest_attempts, load, read_jsonl, validate
+from bench.sweep import expand, group_units
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN = REPO / "tests" / "harness_models.py"
+
+
+def statuses(run_dir: Path) -> dict[str, str]:
+    df = load(run_dir)
+    return dict(df.loc[df["metric"] == "status", ["case_id", "status"]].itertuples(index=False))
+
+
+def test_submitit_local_matches_the_in_process_runner(ci_run_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert cli.main(["sweep", "ci", "--out", str(run_dir), "--executor", "submitit-local", "--max-parallel", "2",
+                     "--quiet", "--no-table"]) == 0
+    assert statuses(run_dir) == statuses(ci_run_dir)  # same cases, same statuses (values differ)
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert list(df.columns) == list(COLUMNS) and validate(df) == []
+    assert df["host"].notna().all() and df["device_name"].notna().all()
+    units = {cluster.unit_name(u) for u in group_units(expand(load_config("ci")))}
+    for unit in units:  # one shard per job, with the environment of the node it ran on
+        assert (run_dir / "shards" / f"{unit}.jsonl").is_file()
+        assert "host" in (run_dir / "shards" / f"{unit}.env.json").read_text()
+    assert len(read_jsonl(run_dir / "samples.jsonl")) == len(statuses(run_dir))
+    jobs = read_jsonl(run_dir / "shards" / "jobs.jsonl")
+    assert {j["unit"] for j in jobs} == units and all(j["executor"] == "submitit-local" for j in jobs)
+    capsys.readouterr()
+    assert cli.main(["collect", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "merged 0 new row(s)" in out and "18/18 cases have a final status: complete" in out
+    # Resume across executors: the in-process runner finds everything recorded.
+    assert cli.main(["sweep", "ci", "--out", str(run_dir), "--quiet", "--no-table"]) == 0
+    assert "18 already recorded, 0 to run" in capsys.readouterr().err
+
+
+def test_a_killed_job_is_incomplete_and_the_rerun_runs_only_the_rest(tmp_path, capsys):
+    config = tmp_path / "sleepy.toml"
+    config.write_text(f"""
+name = "sleepy"
+models = ["test_sleep"]
+tokens = [64, 128, 192, 256, 320, 384, 448, 512]
+threads = 1
+extra_metrics = []
+plugins = ["{PLUGIN}"]
+[steady]
+warmup_min = 2
+warmup_max = 4
+min_repeats = 3
+max_repeats = 8
+min_time_s = 0.3
+max_time_s = 1.0
+""")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", str(config), "--out", str(run_dir),
+                             "--executor", "submitit-local", "--quiet", "--no-table"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    shard = run_dir / "shards" / "test_sleep-cpu.jsonl"
+    deadline = time.monotonic() + 90
+    while len(case_statuses(read_jsonl(shard))) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
+        time.sleep(0.05)
+    (start,) = [e for e in read_jsonl(run_dir / "shards" / "test_sleep-cpu.events.jsonl") if e["event"] == "job_start"]
+    os.kill(start["pid"], signal.SIGKILL)  # the job's own process, as a node failure or scancel would
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, output
+    assert "failed" in output and "incomplete: test_sleep-cpu" in output
+    done_before = set(case_statuses(read_jsonl(shard)))
+    assert 2 <= len(done_before) < 8
+    events = read_jsonl(run_dir / "shards" / "test_sleep-cpu.events.jsonl")
+    for pid in [e["pid"] for e in events if e["event"] == "child_start"]:  # the measuring child died with its job
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+    capsys.readouterr()
+    assert cli.main(["collect", str(run_dir)]) == 1
+    report = capsys.readouterr().out
+    assert f"{len(done_before)}/8 cases have a final status" in report
+    assert "its job did not finish" in report and "_log.out" in report and "test_sleep-cpu.log" in report
+
+    assert cli.main(["sweep", str(config), "--out", str(run_dir), "--executor", "submitit-local",
+                     "--quiet", "--no-table"]) == 0
+    all_ids = {c.case_id for c in expand(load_config(config))}
+    assert f"{len(done_before)} already recorded, {8 - len(done_before)} to run" in capsys.readouterr().err
+    rerun = read_jsonl(run_dir / "shards" / "jobs.jsonl")[-1]
+    assert set(rerun["cases"]) == all_ids - done_before
+    latest = latest_attempts(read_jsonl(run_dir / "results.jsonl"))
+    assert {r["case_id"] for r in latest if r["metric"] == "status"} == all_ids
+    assert validate(load(run_dir)) == []
+    assert cli.main(["collect", str(run_dir)]) == 0
+
+
+@pytest.fixture()
+def fake_slurm(tmp_path, monkeypatch):
+    """`sbatch` that answers like Slurm and keeps nothing else; `srun` so submitit sees a cluster."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4242"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def test_slurm_submission_script_and_pickled_jobs(fake_slurm, tmp_path, capsys):
+    from submitit.core.utils import DelayedSubmission
+
+    run_dir = tmp_path / "run"
+    assert cli.main(["sweep", "ci", "--out", str(run_dir), "--executor", "slurm", "--slurm-partition", "gpu",
+                     "--slurm-gpus-per-job", "1", "--slurm-time", "02:00:00", "--slurm-cpus-per-task", "8",
+                     "--slurm-constraint", "h100",
+                     "--max-parallel", "1", "--no-wait", "--quiet", "--no-table"]) == 0
+    assert f"ssamba-bench collect {run_dir}" in capsys.readouterr().err
+    folder = run_dir / "submitit"
+    script = (folder / "4242_submission.sh").read_text()
+    units = group_units(expand(load_config("ci")))
+    assert len(units) == 2
+    for line in ("#SBATCH --array=0-1%1", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --time=120", "#SBATCH --cpus-per-task=8", "#SBATCH --nodes=1",
+                 "#SBATCH --ntasks-per-node=1", "#SBATCH --job-name=ssamba-bench-ci", "#SBATCH --constraint=h100"):
+        assert line in script.splitlines(), line
+    assert f"{sys.executable} -u -m submitit.core._submit {folder.resolve()}" in script
+    assert f"--output={folder.resolve()}/%A_%a_0_log.out" in script
+    for index, unit in enumerate(units):  # each array task runs bench.cluster.run_job on its unit
+        job = DelayedSubmission.load(folder / f"4242_{index}_submitted.pkl")
+        assert job.function is cluster.run_job
+        job_run_dir, cases, settings, budget_s = job.args
+        assert Path(job_run_dir) == run_dir.resolve() and cases == unit
+        assert settings.run_id == "run" and settings.threads == 1 and settings.budget_deadline is None
+    jobs = read_jsonl(run_dir / "shards" / "jobs.jsonl")
+    assert [j["job_id"] for j in jobs] == ["4242_0", "4242_1"]
+    assert cli.main(["collect", str(run_dir)]) == 1  # nothing ran: every case is missing, with its job's logs
+    report = capsys.readouterr().out
+    assert "0/18 cases have a final status" in report and "its job never started" in report
+    assert f"{folder.resolve()}/4242_0_0_log.out" in report
+
+
+def test_slurm_options_need_the_slurm_executor(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert cli.main(["sweep", "ci", "--out", str(run_dir), "--slurm-partition", "gpu"]) == 2
+    assert "--slurm-partition only apply with --executor slurm" in capsys.readouterr().err
+    assert cli.main(["sweep", "ci", "--out", str(run_dir), "--executor", "submitit-local",
+                     "--slurm-time", "10"]) == 2
+    assert not run_dir.exists()
+
+
+def test_slurm_executor_without_sbatch_is_an_error(tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    run_dir = tmp_path / "run"
+    assert cli.main(["sweep", "ci", "--out", str(run_dir), "--executor", "slurm"]) == 2
+    assert "sbatch and srun not found on PATH" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("90", 90), ("02:00:00", 120), ("1-00:00:00", 1440),
+                                               ("30:30", 31), ("00:10:01", 11), ("1-2", 1560)])
+def test_slurm_time(text, minutes):
+    assert cluster.parse_time_min(text) == minutes
+
+
+def test_collect_needs_a_run_dir(tmp_path, capsys):
+    assert cli.main(["collect", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_merge_is_idempotent(tmp_path):
+    store = RunStore(tmp_path)
+    rows = [{"case_id": "a" * 16, "attempt_id": "x1", "metric": "status", "status": "ok", "timestamp": "1"}]
+    from bench.results import append_jsonl
+
+    append_jsonl(tmp_path / "shards" / "u-cpu.jsonl", rows)
+    assert cluster.merge_shards(store) == 1
+    assert cluster.merge_shards(store) == 0
+    assert read_jsonl(store.results) == rows
+
+
+def test_claims_refuse_to_pair_rows_of_different_device_models(ci_run_dir, tmp_path):
+    """Jobs of the two families landed on different GPU models: no pairing, and the error says why."""
+    from bench.claims import build_report
+    from bench.results import append_jsonl
+    from models.errors import UserInputError
+
+    rows = read_jsonl(ci_run_dir / "results.jsonl")
+    for row in rows:
+        if row["family"] != "ssast":
+            row["device_name"] = "Other CPU"
+    append_jsonl(tmp_path / "results.jsonl", rows)
+    assert build_report([ci_run_dir])["comparisons"]  # the untouched run pairs
+    with pytest.raises(UserInputError, match="different device models"):
+        build_report([tmp_path])

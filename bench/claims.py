@@ -87,12 +87,16 @@ def memory_kind(cases: pd.DataFrame) -> str | None:
     return None
 
 
-def comparisons(cases: pd.DataFrame) -> list[dict]:
-    """Every (setting, size, n_tokens) pairing of a non-SSAST family with each SSAST attention kernel."""
+def comparisons(cases: pd.DataFrame, allow_mixed_devices: bool = False) -> list[dict]:
+    """Every (setting, size, n_tokens) pairing of a non-SSAST family with each SSAST attention kernel.
+
+    The device model is part of the setting: rows measured on different GPUs or CPUs are paired only
+    with `allow_mixed_devices`, and then each pairing names both (`device_name`, `device_name_ref`)."""
     out = []
     ref = cases[cases["family"] == REFERENCE_FAMILY]
     others = cases[cases["family"] != REFERENCE_FAMILY]
-    join = [*SETTING, "size", "n_tokens"]
+    setting = [s for s in SETTING if s != "device_name"] if allow_mixed_devices else SETTING
+    join = [*setting, "size", "n_tokens"]
     pairs = others.merge(ref, on=join, suffixes=("", "_ref"))
     for _, p in pairs.iterrows():
         kind = memory_kind(cases[(cases[SETTING] == p[SETTING]).all(axis=1)])
@@ -100,6 +104,7 @@ def comparisons(cases: pd.DataFrame) -> list[dict]:
         row.update({
             "family": p["family"], "scan_impl": p["scan_impl"], "attn_impl_ref": p["attn_impl_ref"],
             "case_id": p["case_id"], "case_id_ref": p["case_id_ref"],
+            "device_name": p["device_name"], "device_name_ref": p.get("device_name_ref", p["device_name"]),
             "latency_s": p["latency_s"], "latency_s_ref": p["latency_s_ref"],
             "latency_reduction": 1 - p["latency_s"] / p["latency_s_ref"],
             "speedup": p["latency_s_ref"] / p["latency_s"],
@@ -149,7 +154,7 @@ def predictions(families: list[str]) -> list[dict]:
     return out
 
 
-def build_report(run_dirs: list[str | Path]) -> dict:
+def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False) -> dict:
     df = load_runs(run_dirs)
     cases = case_values(df)
     families = sorted(cases["family"].dropna().unique())
@@ -162,7 +167,7 @@ def build_report(run_dirs: list[str | Path]) -> dict:
         found = ", ".join(f"{m}" for m in sorted(df["model"].dropna().unique())) or "none"
         raise UserInputError(f"cannot build the claims report from {', '.join(map(str, run_dirs))}: "
                              f"{'; '.join(missing)} (models found: {found}); sweep both families first")
-    comps = comparisons(cases)
+    comps = comparisons(cases, allow_mixed_devices)
     if not comps:
         _refuse_mixed_devices(cases)
         raise UserInputError("the run has both families but no (size, token count, protocol, batch, dtype, device) "
@@ -170,6 +175,8 @@ def build_report(run_dirs: list[str | Path]) -> dict:
     statuses = df[df["metric"] == "status"].groupby(["model", "status"]).size().reset_index(name="cases")
     return {
         "run_dirs": [str(d) for d in run_dirs],
+        "mixed_devices": sorted({f"{c['device_name']} vs {c['device_name_ref']}" for c in comps
+                                 if c["device_name"] != c["device_name_ref"]}),
         "paper": PAPER,
         "settings": cases[SETTING].drop_duplicates().to_dict("records"),
         "comparisons": comps,
@@ -193,7 +200,8 @@ def _refuse_mixed_devices(cases: pd.DataFrame) -> None:
                                                       pairs["device_name_ref"].astype(str))})
         raise UserInputError(f"the two families were measured on different device models ({'; '.join(names)}); "
                              f"the claims report does not pair measurements across device models: rerun the "
-                             f"missing cases on one device model (e.g. pin a Slurm partition or constraint)")
+                             f"missing cases on one device model (e.g. pin a Slurm partition or constraint), or pass "
+                             f"--allow-mixed-devices to pair them anyway")
 
 
 def _largest_common(comps: list[dict]) -> list[dict]:
@@ -217,10 +225,10 @@ def _py(v):
     return v
 
 
-def write_report(run_dirs: list[str | Path]) -> tuple[Path, Path, dict]:
+def write_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False) -> tuple[Path, Path, dict]:
     from bench.claims_markdown import render
 
-    report = build_report(run_dirs)
+    report = build_report(run_dirs, allow_mixed_devices)
     out_dir = Path(run_dirs[0])
     json_path, md_path = out_dir / "claims.json", out_dir / "claims.md"
     tmp = json_path.with_suffix(".json.tmp")

@@ -12,12 +12,14 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `ssamba-bench sweep`")
     parser.add_argument("--quiet", action="store_true", help="do not print the report")
+    parser.add_argument("--allow-mixed-devices", action="store_true",
+                        help="pair rows measured on different device models (each pairing names both)")
 
 
 def run(args) -> int:
     from bench.claims import write_report
 
-    md_path, json_path, _ = write_report(args.run_dirs)
+    md_path, json_path, _ = write_report(args.run_dirs, args.allow_mixed_devices)
     if not args.quiet:
         print(md_path.read_text())
     print(f"wrote {md_path} and {json_path}")

@@ -211,3 +211,6 @@ def test_claims_refuse_to_pair_rows_of_different_device_models(ci_run_dir, tmp_p
     assert build_report([ci_run_dir])["comparisons"]  # the untouched run pairs
     with pytest.raises(UserInputError, match="different device models"):
         build_report([tmp_path])
+    mixed = build_report([tmp_path], allow_mixed_devices=True)  # told to: pairs, naming both devices
+    assert mixed["comparisons"] and mixed["mixed_devices"]
+    assert all(c["device_name"] == "Other CPU" and c["device_name_ref"] != "Other CPU" for c in mixed["comparisons"])

@@ -246,3 +246,24 @@ def test_every_registered_model_keeps_the_contract_on_meta():
         with torch.device("meta"):
             model = create_model(name)
         check_model_contract(model, name)
+
+
+def test_outside_model_is_swept_through_the_cli(outside, tmp_path):
+    """A model living outside the repository, named as module:function in a sweep config, runs through
+    the real CLI (spawned children import it too) and appears in the results table."""
+    import pandas as pd
+
+    from bench.cli import main
+
+    config = tmp_path / "outside.toml"
+    config.write_text('name = "outside"\nmodels = ["ext_models:patchmlp_tiny", "test_ssast"]\ntokens = [64, 128]\n'
+                      'protocol = "paper"\nthreads = 1\n[paper]\nruns = 1\n')
+    run = tmp_path / "run"
+    assert main(["sweep", str(config), "--out", str(run), "--quiet", "--no-table"]) == 0
+    df = pd.read_csv(run / "results.csv")
+    status = df[df["metric"] == "status"]
+    assert set(status.loc[status["model"] == "patchmlp_tiny", "status"]) == {"ok"}
+    assert set(status.loc[status["model"] == "patchmlp_tiny", "n_tokens"]) == {64, 128}
+    assert (df.loc[df["model"] == "patchmlp_tiny", "family"] == "patchmlp").all()
+    lat = df[(df["model"] == "patchmlp_tiny") & (df["metric"] == "latency_s") & (df["stat"] == "mean")]
+    assert len(lat) == 2 and (lat["value"] > 0).all()

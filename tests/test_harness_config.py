@@ -32,12 +32,12 @@ def test_shipped_configs_load(name):
 
 def test_default_config_is_the_cpu_main_job():
     cases = expand(load_config("default"))
-    assert {c.model for c in cases} == {"ssast_tiny", "ssast_small", "ssamba_tiny", "ssamba_small"}
+    assert {c.model for c in cases} == {"ssast_tiny", "ssast_small", "ssamba_tiny", "ssamba_small", "aum_tiny"}
     assert {c.n_tokens for c in cases} == {128, 256, 512, 1024, 2048, 4096, 8192}
     assert {c.attn_impl for c in cases if c.family == "ssast"} == {"eager", "sdpa"}
-    assert {c.attn_impl for c in cases if c.family == "ssamba"} == {None}
+    assert {c.attn_impl for c in cases if c.family in ("ssamba", "aum")} == {None}
     assert {(c.batch, c.device, c.protocol) for c in cases} == {(1, "cpu", "steady")}
-    assert len(cases) == 2 * 2 * 7 + 2 * 7
+    assert len(cases) == 2 * 2 * 7 + 2 * 7 + 7  # SSAST x 2 kernels, SSAMBA, AuM-tiny
 
 
 def test_paper_config_follows_the_authors():

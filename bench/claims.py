@@ -192,12 +192,9 @@ def _refuse_mixed_devices(cases: pd.DataFrame) -> None:
     """Rows of different device models are never paired (device_name is part of SETTING); when that is
     the only reason nothing pairs (e.g. cluster jobs of the two families landed on different GPUs),
     say so instead of the generic message."""
-    loose = [s for s in SETTING if s != "device_name"]
-    ref, others = cases[cases["family"] == REFERENCE_FAMILY], cases[cases["family"] != REFERENCE_FAMILY]
-    pairs = others.merge(ref, on=[*loose, "size", "n_tokens"], suffixes=("", "_ref"))
-    if len(pairs):
-        names = sorted({f"{a} vs {b}" for a, b in zip(pairs["device_name"].astype(str),
-                                                      pairs["device_name_ref"].astype(str))})
+    mixed = comparisons(cases, allow_mixed_devices=True)
+    if mixed:
+        names = sorted({f"{c['device_name']} vs {c['device_name_ref']}" for c in mixed})
         raise UserInputError(f"the two families were measured on different device models ({'; '.join(names)}); "
                              f"the claims report does not pair measurements across device models: rerun the "
                              f"missing cases on one device model (e.g. pin a Slurm partition or constraint), or pass "

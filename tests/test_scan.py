@@ -26,6 +26,7 @@ from models.scan.cpu import cpu_ext_available, selective_scan_cpu
 from models.scan.mamba import selective_scan_mamba, use_mamba_scan_fn
 from models.scan.op import selective_scan_op
 from models.scan.reference import selective_scan_reference
+from models.scan.triton_scan import triton_available
 
 # cpu_cpp is compiled on first use (tens of seconds once, then cached under ~/.cache/torch_extensions).
 needs_cpp = pytest.mark.skipif(not cpu_ext_available(), reason=f"C++ scan unavailable: {cpu_backend.cpu_ext_error()}")
@@ -229,16 +230,19 @@ def test_resolve_names():
     assert scan.resolve_scan_impl("reference", "cpu") == "reference"
     assert scan.resolve_scan_impl("chunked", "cuda") == "chunked"
     assert scan.resolve_scan_impl("cpu_cpp", "meta") == "cpu_cpp"  # nothing runs on meta
-    assert set(scan.SCAN_IMPLS) == {"auto", "reference", "chunked", "cpu_cpp", "mamba_ssm"}
+    assert set(scan.SCAN_IMPLS) == {"auto", "reference", "chunked", "cpu_cpp", "mamba_ssm", "triton"}
 
 
 def test_mamba_ssm_absent_or_cpu_falls_back():
     cpu_fast = "cpu_cpp" if cpu_ext_available() else "chunked"
+    cuda_fallback = "triton" if triton_available() else "chunked"  # the fused Triton kernel, if Triton imports
     with use_mamba_scan_fn(None):  # as without mamba-ssm installed
-        assert scan.resolve_scan_impl("auto", "cuda") == "chunked"
+        assert scan.resolve_scan_impl("auto", "cuda") == cuda_fallback
         with pytest.warns(RuntimeWarning, match="mamba_ssm"):
             scan._warned.clear()
-            assert scan.resolve_scan_impl("mamba_ssm", "cuda") == "chunked"
+            assert scan.resolve_scan_impl("mamba_ssm", "cuda") == cuda_fallback
+        with pytest.warns(RuntimeWarning, match="'triton' cannot run on cpu"):
+            assert scan.resolve_scan_impl("triton", "cpu") == cpu_fast
     with use_mamba_scan_fn(selective_scan_reference):  # installed, but the tensors are on the CPU
         scan._warned.clear()
         with pytest.warns(RuntimeWarning, match="cannot run on cpu"):

@@ -8,9 +8,11 @@ produced it. Backends, all with mamba-ssm's `selective_scan_fn` semantics and au
   - "chunked":   two-level chunked PyTorch scan (chunked.py), O(sqrt(L)) Python steps, any device.
   - "cpu_cpp":   fused C++ kernel for CPU (cpu.py, csrc/), built on first use; forward and backward.
   - "mamba_ssm": mamba-ssm's fused CUDA kernel (mamba.py), when mamba-ssm imports and u is on CUDA.
+  - "triton":    fused forward kernel in Triton (triton_scan.py) for CUDA where mamba-ssm is missing;
+                 its gradients come from the chunked scan.
 
-"auto" picks cpu_cpp on CPU and mamba_ssm on CUDA, and chunked where those are unavailable (no
-compiler, no mamba-ssm, another device). An explicit backend that cannot run on the device falls
+"auto" picks cpu_cpp on CPU and mamba_ssm on CUDA (else triton), and chunked where those are
+unavailable (no compiler, no mamba-ssm or Triton, another device). An explicit backend that cannot run on the device falls
 back the same way, with a warning. Every call goes through the custom op in op.py, so FlopCounterMode
 and fake/meta tensors see the scan as one operator.
 """
@@ -26,6 +28,7 @@ from models.scan.cpu import cpu_ext_available, selective_scan_cpu
 from models.scan.mamba import mamba_ssm_available, selective_scan_mamba
 from models.scan.op import BACKENDS, scan_flops, selective_scan_op
 from models.scan.reference import selective_scan_reference
+from models.scan.triton_scan import selective_scan_triton, triton_available
 
 SCAN_IMPLS = ("auto", *BACKENDS)
 
@@ -38,6 +41,7 @@ __all__ = [
     "selective_scan_cpu",
     "selective_scan_mamba",
     "selective_scan_reference",
+    "selective_scan_triton",
 ]
 
 _warned: set[tuple[str, str, str]] = set()
@@ -47,7 +51,9 @@ def _auto(device_type: str) -> str:
     if device_type == "cpu":
         return "cpu_cpp" if cpu_ext_available() else "chunked"
     if device_type == "cuda":
-        return "mamba_ssm" if mamba_ssm_available("cuda") else "chunked"
+        if mamba_ssm_available("cuda"):
+            return "mamba_ssm"
+        return "triton" if triton_available() else "chunked"
     return "chunked"
 
 
@@ -69,6 +75,7 @@ def resolve_scan_impl(impl: str, device: torch.device | str = "cpu", needs_grad:
     usable = {
         "cpu_cpp": device_type == "cpu" and cpu_ext_available(),
         "mamba_ssm": mamba_ssm_available(device_type),
+        "triton": device_type == "cuda" and triton_available(),
     }.get(impl, True)
     if usable:
         return impl

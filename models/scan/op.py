@@ -11,7 +11,8 @@ runs the backend named by `impl` (already resolved to a concrete name). Wrapping
 - autograd: the C++ CPU kernel has its own backward op (`selective_scan_cpu_backward`, with fake
   impl and FLOP formula too); the other backends are differentiable PyTorch (or mamba-ssm's own
   autograd Function), so their backward recomputes the forward under autograd and differentiates
-  it (one extra forward, like mamba-ssm's recompute).
+  it (one extra forward, like mamba-ssm's recompute). The forward-only Triton kernel is
+  differentiated through its twin, the chunked scan.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from models.scan.chunked import selective_scan_chunked
 from models.scan.cpu import output_is_lanes, selective_scan_cpu, selective_scan_cpu_backward
 from models.scan.mamba import selective_scan_mamba
 from models.scan.reference import selective_scan_reference
+from models.scan.triton_scan import selective_scan_triton
 
 # Backend name -> forward function (u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> y.
 BACKENDS: dict[str, Callable[..., Tensor]] = {
@@ -33,7 +35,10 @@ BACKENDS: dict[str, Callable[..., Tensor]] = {
     "chunked": selective_scan_chunked,
     "cpu_cpp": selective_scan_cpu,
     "mamba_ssm": selective_scan_mamba,
+    "triton": selective_scan_triton,
 }
+# Forward-only backends: their gradients come from differentiating this twin (same function).
+DIFFERENTIABLE_TWIN = {"triton": "chunked"}
 
 FLOPS_PER_ELEMENT = 9  # per (batch, step, channel, state): MODELS.md and mamba-ssm's estimate
 # The backward of a scan is about twice its forward, as for a matmul (the fused kernels also
@@ -105,7 +110,8 @@ def _backward(ctx, dout):
         grads = selective_scan_cpu_backward_op(dout, *saved, ctx.delta_softplus)
         grads = [g if x is not None and need else None for g, x, need in zip(grads, saved, needs)]
     else:
-        grads = _recompute_grads(BACKENDS[ctx.impl], dout, saved, needs, ctx.delta_softplus)
+        twin = DIFFERENTIABLE_TWIN.get(ctx.impl, ctx.impl)
+        grads = _recompute_grads(BACKENDS[twin], dout, saved, needs, ctx.delta_softplus)
     return (*grads, None, None)
 
 

@@ -369,6 +369,8 @@ def apply_cuda_memory_cap(device: str, cap_bytes: int | None) -> None:
     """Emulate a smaller card: the caching allocator refuses to grow past `cap_bytes`."""
     if cap_bytes and device.startswith("cuda"):
         dev = torch.device(device)
+        if dev.index is None:  # set_per_process_memory_fraction, unlike the memory stats, wants an index
+            dev = torch.device("cuda", torch.cuda.current_device())
         total = torch.cuda.get_device_properties(dev).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap_bytes / total), dev)
 

@@ -165,3 +165,27 @@ def test_rss_probe_sees_a_fresh_allocation():
     (base,) = [m for m in sink if m["stat"] == "cpu_rss" and m["metric"] == "base_mem_bytes"]
     assert peak["value"] - base["value"] >= 60 * 2**20
     assert peak["method"] == probe.method
+
+
+def test_cuda_memory_cap_names_a_device_index(monkeypatch):
+    # torch.cuda.set_per_process_memory_fraction rejects a bare "cuda" device (found on an H100:
+    # every case of the first GPU run failed with it); the cap must pass an indexed device.
+    from bench.measure import apply_cuda_memory_cap
+
+    calls = []
+
+    class Props:
+        total_memory = 80 * 2**30
+
+    def set_fraction(fraction, device):
+        if torch.device(device).index is None:
+            raise ValueError("Expected a torch.device with a specified index or an integer")
+        calls.append((fraction, torch.device(device)))
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", set_fraction)
+    apply_cuda_memory_cap("cuda", 48 * 2**30)
+    apply_cuda_memory_cap("cuda:0", 160 * 2**30)
+    apply_cuda_memory_cap("cpu", 48 * 2**30)  # not a CUDA device: no cap through CUDA
+    assert calls == [(0.6, torch.device("cuda", 0)), (1.0, torch.device("cuda", 0))]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import load
+from bench.results import RESULT_FILES, load
 from models.errors import UserInputError
 from models.registry import list_models
 
@@ -53,8 +53,9 @@ def load_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
     frames = []
     for run_dir in run_dirs:
         path = Path(run_dir)
-        if not (path / "results.jsonl").exists() and not path.is_file():
-            raise UserInputError(f"{run_dir}: no results.jsonl here; give a run directory written by `ssamba-bench sweep`")
+        if not path.is_file() and not any((path / name).exists() for name in RESULT_FILES):
+            raise UserInputError(f"{run_dir}: no results.jsonl (or results.csv) here; give a run directory "
+                                 "written by `ssamba-bench sweep`")
         frames.append(load(path))
     return pd.concat(frames, ignore_index=True)
 

@@ -35,6 +35,13 @@ def curve_label(row) -> str:
     return f"{row['family']} ({impl})" if isinstance(impl, str) else str(row["family"])
 
 
+def series_colors(labels) -> dict[str, str]:
+    """One colour per curve label, fixed across a figure's panels (sorted labels, tab10 order), so
+    "ssamba (triton)" is the same colour in the tiny and the small panel."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {label: cycle[i % len(cycle)] for i, label in enumerate(sorted(set(labels)))}
+
+
 def fitted_slope(tokens: np.ndarray, values: np.ndarray) -> float | None:
     """Slope of log(value) against log(tokens) over the longer half of a curve (at least 2 points)."""
     keep = tokens >= np.median(tokens)
@@ -65,6 +72,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
 def _curve_plot(cases, failures, column, ylabel, title, loglog, scale=1.0):
     sizes = [s for s in SIZE_ORDER if s in set(cases["size"])] or sorted(set(cases["size"]))
     fig, panels = _panels(sizes)
+    colors = series_colors(cases.apply(curve_label, axis=1)) if len(cases) else {}
     for size, ax in panels.items():
         sub = cases[cases["size"] == size]
         for label, g in sorted(sub.groupby(sub.apply(curve_label, axis=1)), key=lambda kv: kv[0]):
@@ -76,7 +84,7 @@ def _curve_plot(cases, failures, column, ylabel, title, loglog, scale=1.0):
             if loglog:
                 slope = fitted_slope(x, y)
                 legend += f", slope {slope:.2f}" if slope is not None else ""
-            line, = ax.plot(x, y, marker="o", ms=3, label=legend)
+            line, = ax.plot(x, y, marker="o", ms=3, label=legend, color=colors[label])
             fails = failures[(failures["size"] == size) & (failures.apply(curve_label, axis=1) == label)]
             for _, f in fails.iterrows():
                 ax.plot([f["n_tokens"]], [y.max()], marker="x", ms=9, mew=2, color=line.get_color(), ls="none")
@@ -123,8 +131,10 @@ def _predicted_plot(cases: pd.DataFrame, kind: str, title: str):
     if sub.empty:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for label, g in sub.groupby(sub.apply(curve_label, axis=1)):
-        ax.scatter(g[kind] / 1e6, g["predicted_peak_mem_bytes"] / 1e6, s=14, label=label)
+    labels = sub.apply(curve_label, axis=1)
+    colors = series_colors(labels)
+    for label, g in sub.groupby(labels):
+        ax.scatter(g[kind] / 1e6, g["predicted_peak_mem_bytes"] / 1e6, s=14, label=label, color=colors[label])
     lo, hi = sub[[kind, "predicted_peak_mem_bytes"]].min().min() / 1e6, sub[[kind, "predicted_peak_mem_bytes"]].max().max() / 1e6
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="predicted = measured")
     ax.set_xscale("log")

@@ -84,7 +84,15 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "tf32_matmul": ("boolean", "torch.backends.cuda.matmul.allow_tf32"),
     "tf32_cudnn": ("boolean", "torch.backends.cudnn.allow_tf32"),
     "python_version": ("string", ""),
+    # Accuracy rows (protocol "finetune", bench/accuracy/rows.py); null in benchmark rows.
+    "task": ("string", "accuracy task the model was trained on (kws, speakers, events, ...)"),
+    "split": ("string", "evaluation split of an accuracy row (val, test, or digits-real for a kws model)"),
+    "init": ("string", "pretrained | scratch: how the fine-tuned model was initialised"),
+    "train_steps": ("Int64", "fine-tuning optimiser steps"),
 }
+
+# Protocols of accuracy cases: they have no latency rows (their metrics are accuracy, macro_f1, ...).
+ACCURACY_PROTOCOLS = ("finetune",)
 
 # Environment facts copied into every row (from env.row_fields); the rest live in env.json.
 ENV_COLUMNS = ("git_sha", "git_dirty", "host", "torch_version", "timm_version", "torchaudio_version",
@@ -261,17 +269,33 @@ def to_frame(rows: list[dict]):
     return df.astype({col: dtype for col, (dtype, _) in COLUMNS.items()})
 
 
+RESULT_FILES = ("results.jsonl", "results.parquet", "results.csv")  # what `load` reads from a directory
+
+
 def load(path: str | Path):
     """A run directory, results.parquet/.csv/.jsonl -> DataFrame (latest attempt per case)."""
     import pandas as pd
 
     path = Path(path)
-    if path.is_dir():
-        path = path / "results.jsonl"
+    if path.is_dir():  # a run directory, or a reference copy of one that keeps only its results.csv
+        path = next((path / name for name in RESULT_FILES if (path / name).exists()), path / "results.jsonl")
     if path.suffix == ".jsonl":
         return to_frame(latest_attempts(read_jsonl(path)))
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    return df.astype({col: dtype for col, (dtype, _) in COLUMNS.items() if col in df})
+    for col in COLUMNS:  # files written before a column was added have it as null
+        if col not in df:
+            df[col] = None
+    df = df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
+    return df.astype({col: dtype for col, (dtype, _) in COLUMNS.items()})
+
+
+def load_runs(paths):
+    """Several run directories or files (e.g. a sweep's latency rows and an accuracy run's rows of the
+    same models) -> one DataFrame, each loaded with `load`."""
+    import pandas as pd
+
+    frames = [load(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else to_frame([])
 
 
 def validate(df) -> list[str]:
@@ -308,13 +332,14 @@ def validate(df) -> list[str]:
     if failed["error"].isna().any():
         problems.append("failed cases without an error message")
     lat = measured[(measured["metric"] == "latency_s") & measured["value"].notna()]
-    if not ok_cases <= set(lat["case_id"]):
+    accuracy_cases = set(status_rows.loc[status_rows["protocol"].isin(ACCURACY_PROTOCOLS), "case_id"])
+    if not ok_cases - accuracy_cases <= set(lat["case_id"]):
         problems.append("ok cases without a latency_s value")
     if (measured.loc[measured["case_id"].isin(ok_cases) & (measured["status"] == "ok"), "value"].isna()).any():
         problems.append("ok measurement rows with a null value")
     if measured["case_id"].isin(set(failed["case_id"])).any():
         problems.append("failed cases with measurement rows")
-    dup = df.duplicated(subset=["case_id", "metric", "stat"])
+    dup = df.duplicated(subset=["case_id", "metric", "stat", "split"])  # split: accuracy rows, one per split
     if dup.any():
-        problems.append(f"{int(dup.sum())} duplicated (case_id, metric, stat) rows")
+        problems.append(f"{int(dup.sum())} duplicated (case_id, metric, stat, split) rows")
     return problems

@@ -64,3 +64,24 @@ def test_plots_written(run_dir, capsys):
                  "memory_loglog_steady", "ratios_vs_tokens_steady", "latency_vs_tokens_paper"):
         assert f"{stem}.png" in names and f"{stem}.svg" in names
     assert all((run_dir / "figures" / n).stat().st_size > 5000 for n in names if n.endswith(".png"))
+
+
+def test_reference_copy_with_only_results_csv(run_dir, tmp_path, capsys):
+    # results/reference/ keeps a run's results.csv, not its results.jsonl: claims and figures still work
+    main(["claims", str(run_dir), "--quiet"])
+    copy = tmp_path / "reference"
+    copy.mkdir()
+    shutil.copy(run_dir / "results.csv", copy / "results.csv")
+    assert main(["claims", str(copy), "--quiet"]) == 0
+    original = json.loads((run_dir / "claims.json").read_text())
+    assert json.loads((copy / "claims.json").read_text())["comparisons"] == original["comparisons"]
+    assert main(["plot", str(copy)]) == 0
+
+
+def test_series_keep_their_colour_across_panels():
+    from bench.plots import series_colors
+
+    colors = series_colors(["ssast (eager)", "ssamba (triton)", "ssast (eager)", "aum (triton)"])
+    assert list(colors) == ["aum (triton)", "ssamba (triton)", "ssast (eager)"]
+    assert len(set(colors.values())) == 3
+    assert series_colors(["ssamba (triton)", "ssast (eager)", "aum (triton)"]) == colors

@@ -66,6 +66,9 @@ def case_values(df: pd.DataFrame, latency_stat: str | None = None) -> pd.DataFra
     ok = df[(df["status"] == "ok") & df["value"].notna()]
     keys = ["case_id", "model", "family", "size", "n_tokens", "attn_impl", "scan_impl", *SETTING]
     cases = ok[keys].drop_duplicates("case_id").set_index("case_id")
+    if "model_options" in ok:  # a model swept with options is its own series: "aum [mixer=bi_bi]"
+        options = ok.drop_duplicates("case_id").set_index("case_id")["model_options"]
+        cases["family"] = [f if pd.isna(o) else f"{f} [{o}]" for f, o in zip(cases["family"], options)]
     lat = ok[ok["metric"] == "latency_s"]
     wanted = latency_stat if latency_stat else lat["protocol"].map(LATENCY_STAT)
     lat = lat[lat["stat"] == wanted]

@@ -97,6 +97,9 @@ class SweepConfig:
                 "(default: FLOPs and predicted peak memory from bench/estimate.py)"})
     plugins: tuple[str, ...] = field(default=(), metadata={
         "help": "modules or .py files imported first (in the parent and every child), e.g. to register models"})
+    model_options: dict = field(default_factory=dict, metadata={
+        "help": "per model name or family: constructor options, a list sweeps them (e.g. "
+                "{ aum = { mixer = ['fo_bi', 'bi_bi'] } }); recorded in each row's model_options column"})
     checkpoints: dict = field(default_factory=dict, metadata={
         "help": "per model name: a checkpoint in the authors' layout (e.g. { ssamba_tiny = 'ssamba_tiny_400.pth' }), "
                 "loaded strictly (models/checkpoints.py) instead of random weights"})
@@ -193,6 +196,15 @@ def _coerce(cls, key: str, value: Any, where: str):
         if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
             raise UserInputError(f"{where}: max_tokens must be a table of model/family = integer")
         return dict(value)
+    if key == "model_options":
+        scalar = (str, int, float, bool)
+        ok = isinstance(value, dict) and all(
+            isinstance(opts, dict) and all(isinstance(v, scalar) or (isinstance(v, list) and v and all(
+                isinstance(i, scalar) for i in v)) for v in opts.values()) for opts in value.values())
+        if not ok:
+            raise UserInputError(f"{where}: model_options must be a table of model/family = {{ option = value "
+                                 f"or [values] }}, e.g. {{ aum = {{ mixer = ['fo_bi', 'bi_bi'] }} }}")
+        return {model: dict(opts) for model, opts in value.items()}
     if key == "checkpoints":
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise UserInputError(f"{where}: checkpoints must be a table of model = \"path\"")

@@ -39,9 +39,11 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 
 def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", *, attn_impl: str | None = None,
-             scan_impl: str | None = None, fstride: int = 16, tstride: int = 16, frames: int | None = None) -> dict:
+             scan_impl: str | None = None, fstride: int = 16, tstride: int = 16, frames: int | None = None,
+             options: dict | None = None) -> dict:
     """FLOPs and predicted peak memory of one no-grad forward of `model` at `n_tokens` patch tokens
-    (or at exactly `frames` fbank frames when given)."""
+    (or at exactly `frames` fbank frames when given); `options` go to the model's constructor
+    (e.g. {"mixer": "bi_bi"} for AuM)."""
     if batch < 1:
         raise UserInputError(f"batch must be at least 1, got {batch}")
     if frames is None:
@@ -49,7 +51,7 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
     torch_dtype = resolve_dtype(dtype)
     with torch.device("meta"):
         net = create_model(model, input_frames=frames, fstride=fstride, tstride=tstride,
-                           attn_impl=attn_impl, scan_impl=scan_impl).to(torch_dtype).eval()
+                           attn_impl=attn_impl, scan_impl=scan_impl, **(options or {})).to(torch_dtype).eval()
         x = torch.empty(batch, frames, net.grid.n_mels, dtype=torch_dtype)
     weights_bytes = sum(t.untyped_storage().nbytes() for t in model_tensors(net))
     flop_counter = FlopCounterMode(display=False)
@@ -75,7 +77,7 @@ def case_metrics(model, inputs, case) -> list[dict]:
     """Extra-metric producer for sweeps (the default `extra_metrics`): FLOPs and predicted peak memory
     of the case, so every results table holds measured and predicted memory side by side."""
     est = estimate(case.model, case.n_tokens, case.batch, case.dtype, attn_impl=case.attn_impl,
-                   scan_impl=case.scan_impl, frames=case.frames)
+                   scan_impl=case.scan_impl, frames=case.frames, options=dict(getattr(case, "options", ())))
     how = "predicted on meta tensors (bench/estimate.py)"
     return [
         {"metric": "flops", "stat": "value", "value": est["flops"], "unit": "flop", "method": f"FlopCounterMode, {how}"},

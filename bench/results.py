@@ -55,6 +55,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "model": ("string", "registry name"),
     "family": ("string", "model family (ssast, ssamba, ...)"),
     "size": ("string", "model size (tiny, small, base, test)"),
+    "model_options": ("string", "constructor options of the case (config model_options), e.g. mixer=bi_bi; "
+                                "null: the model's defaults"),
     "params": ("Int64", "parameters incl. the classification head"),
     "n_tokens": ("Int64", "patch tokens per example"),
     "frames": ("Int64", "fbank frames per example"),
@@ -132,6 +134,7 @@ def case_rows(case, *, run_id: str, env: dict, status: str, metrics: list[dict] 
         "model": case.model,
         "family": case.family,
         "size": case.size,
+        "model_options": getattr(case, "options_label", None),
         "params": info.get("params"),
         "n_tokens": info.get("n_tokens", case.n_tokens),
         "frames": info.get("frames", case.frames),

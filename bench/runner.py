@@ -172,7 +172,7 @@ def run_case(case: Case, settings: RunSettings, env: dict,
     info: dict = {}
     device = case.device
     dtype = getattr(torch, _DTYPES[case.dtype])
-    options = {k: v for k, v in (("attn_impl", case.attn_impl), ("scan_impl", case.scan_impl)) if v is not None}
+    options = case.model_kwargs  # model_options, attn_impl, scan_impl
 
     checkpoint = dict(settings.checkpoints).get(case.model)
 

@@ -44,12 +44,22 @@ class Case:
     attn_impl: str | None
     scan_impl: str | None
     protocol: str
+    options: tuple[tuple[str, object], ...] = ()  # model constructor options (config `model_options`), sorted
 
     @property
     def case_id(self) -> str:
-        """Stable 16-hex-digit hash of the case parameters (not of the run, the machine or the settings)."""
-        key = json.dumps({f: getattr(self, f) for f in CASE_ID_FIELDS}, sort_keys=True, separators=(",", ":"))
+        """Stable 16-hex-digit hash of the case parameters (not of the run, the machine or the settings).
+        Options join the hash only when there are some, so cases without options keep their ids."""
+        fields = {f: getattr(self, f) for f in CASE_ID_FIELDS}
+        if self.options:
+            fields["options"] = [list(kv) for kv in self.options]
+        key = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    @property
+    def options_label(self) -> str | None:
+        """'mixer=bi_bi' (the `model_options` column), None without options."""
+        return ",".join(f"{k}={v}" for k, v in self.options) or None
 
     @property
     def unit_key(self) -> tuple:
@@ -59,12 +69,13 @@ class Case:
     @property
     def series_key(self) -> tuple:
         """Everything but the token count: an OOM skips the larger token counts of the same series."""
-        return (self.model, self.batch, self.dtype, self.device, self.attn_impl, self.scan_impl, self.protocol)
+        return (self.model, self.options, self.batch, self.dtype, self.device, self.attn_impl, self.scan_impl,
+                self.protocol)
 
     @property
     def variant(self) -> str:
         """Short label of the series within its model: 'eager', 'sdpa b4 paper', ..."""
-        parts = [p for p in (self.attn_impl, self.scan_impl) if p]
+        parts = [p for p in (self.options_label, self.attn_impl, self.scan_impl) if p]
         if self.batch != 1:
             parts.append(f"b{self.batch}")
         if self.dtype != "float32":
@@ -79,6 +90,21 @@ class Case:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def model_kwargs(self) -> dict:
+        """What create_model gets besides input_frames: the options and the kernel choices."""
+        kernels = {k: v for k, v in (("attn_impl", self.attn_impl), ("scan_impl", self.scan_impl)) if v is not None}
+        return {**dict(self.options), **kernels}
+
+
+def option_combinations(cfg: SweepConfig, name: str, family: str) -> list[tuple[tuple[str, object], ...]]:
+    """Every combination of the `model_options` that apply to `name` (family entries first, the
+    model's own entries override them); [()] when none apply."""
+    merged = {**cfg.model_options.get(family, {}), **cfg.model_options.get(name, {})}
+    keys = sorted(merged)
+    values = [v if isinstance(v, list) else [v] for v in (merged[k] for k in keys)]
+    return [tuple(zip(keys, combo)) for combo in product(*values)]
 
 
 def _meta_model(name: str, **options):
@@ -182,8 +208,11 @@ def expand(cfg: SweepConfig) -> list[Case]:
         check_contract(probe, name)  # on the meta device: instant
         attn_values = list(cfg.attn_impl) if probe.attn_impl is not None else [None]
         scan_values = list(cfg.scan_impl) if probe.scan_impl is not None else [None]
-        for attn, scan in product(attn_values, scan_values):
-            _meta_model(name, attn_impl=attn, scan_impl=scan)  # bad option values fail here, before any run
+        option_sets = option_combinations(cfg, name, probe.family)
+        for options, attn, scan in product(option_sets, attn_values, scan_values):
+            # bad option names or values fail here, before any run
+            _meta_model(name, **dict(options), **{k: v for k, v in (("attn_impl", attn), ("scan_impl", scan))
+                                                  if v is not None})
         grid = probe.grid
         points = []  # (n_tokens, frames), token arithmetic from the model's own PatchGrid
         if cfg.tokens:
@@ -195,12 +224,16 @@ def expand(cfg: SweepConfig) -> list[Case]:
                 points.append((grid.n_tokens(frames), frames))
         limit = min((v for k, v in cfg.max_tokens.items() if k in (name, probe.family)), default=None)
         points = sorted({p for p in points if limit is None or p[0] <= limit})
-        for device, batch, dtype, attn, scan, protocol in product(
-                cfg.device, cfg.batch, cfg.dtype, attn_values, scan_values, cfg.protocol):
+        for options, device, batch, dtype, attn, scan, protocol in product(
+                option_sets, cfg.device, cfg.batch, cfg.dtype, attn_values, scan_values, cfg.protocol):
             for n_tokens, frames in points:
                 cases.append(Case(model=name, family=probe.family, size=probe.size, n_tokens=n_tokens,
                                   frames=frames, batch=batch, dtype=dtype_name(dtype), device=device,
-                                  attn_impl=attn, scan_impl=scan, protocol=protocol))
+                                  attn_impl=attn, scan_impl=scan, protocol=protocol, options=options))
+    unknown_options = set(cfg.model_options) - {c.model for c in cases} - {c.family for c in cases}
+    if unknown_options:
+        raise UserInputError(f"model_options names {', '.join(sorted(unknown_options))}, "
+                             f"which is not a model or family of this sweep")
     unknown_limits = set(cfg.max_tokens) - {c.model for c in cases} - {c.family for c in cases}
     if unknown_limits:
         raise UserInputError(f"max_tokens names {', '.join(sorted(unknown_limits))}, "

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _row_label(row, multi_device: bool) -> str:
     parts = [row["model"]]
-    parts += [str(row[c]) for c in ("attn_impl", "scan_impl") if isinstance(row[c], str)]
+    parts += [str(row[c]) for c in ("model_options", "attn_impl", "scan_impl") if isinstance(row.get(c), str)]
     if row["batch"] != 1:
         parts.append(f"b{row['batch']}")
     if row["dtype"] != "float32":

@@ -23,7 +23,7 @@ def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["default", "paper", "ci"])
+@pytest.mark.parametrize("name", ["default", "paper", "ci", "paper_quick"])
 def test_shipped_configs_load(name):
     cfg = load_config(name)
     assert cfg.name == name
@@ -93,6 +93,35 @@ def test_case_id_is_stable_and_depends_on_case_parameters_only(tmp_path):
     assert fixed.case_id == "4135f11d39dc908d"  # pinned: changing the hash breaks resume and compare
     assert dataclasses.replace(fixed, attn_impl="sdpa").case_id != fixed.case_id
     assert dataclasses.replace(fixed, protocol="paper").case_id != fixed.case_id
+    assert dataclasses.replace(fixed, options=(("x", 1),)).case_id != fixed.case_id
+
+
+def test_model_options_sweep_aum_mixers_as_separate_series(tmp_path):
+    from bench.results import case_rows
+
+    text = ('models = ["test_aum", "test_ssast"]\ntokens = [32, 64]\n'
+            'model_options = { aum = { mixer = ["fo_bi", "bi_bi"] }, test_aum = { d_state = 8 } }\n')
+    cases = expand(load_config(write(tmp_path, text)))
+    aum = [c for c in cases if c.model == "test_aum"]
+    assert sorted({c.options for c in aum}) == [(("d_state", 8), ("mixer", "bi_bi")), (("d_state", 8), ("mixer", "fo_bi"))]
+    assert len({c.case_id for c in aum}) == 4 and len({c.series_key for c in aum}) == 2
+    assert all(c.options == () for c in cases if c.model == "test_ssast")  # options apply to their model only
+    case = next(c for c in aum if ("mixer", "bi_bi") in c.options)
+    assert case.model_kwargs == {"d_state": 8, "mixer": "bi_bi", "scan_impl": "auto"}
+    assert case_rows(case, run_id="r", env={}, status="ok")[0]["model_options"] == "d_state=8,mixer=bi_bi"
+    assert "mixer=bi_bi" in case.label
+
+
+@pytest.mark.parametrize("options, expected", [
+    ("{ test_aum = { mixer = 'nope' } }", "unknown AuM mixer 'nope'"),
+    ("{ test_aum = { mixr = 'bi_bi' } }", "unknown option(s) mixr"),
+    ("{ aum_tiny = { mixer = 'bi_bi' } }", "model_options names aum_tiny"),
+    ("{ test_aum = 3 }", "model_options must be a table"),
+])
+def test_bad_model_options_are_one_clear_error(tmp_path, options, expected):
+    path = write(tmp_path, 'models = ["test_aum"]\ntokens = [32]\n')
+    with pytest.raises(UserInputError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        expand(load_config(path, [f"model_options={options}"]))
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -137,7 +166,8 @@ def test_bad_command_line_is_one_error_line(tmp_path, capsys, args, expected):
 
 def test_unknown_config_name(capsys):
     assert cli.main(["sweep", "no_such_config"]) == 2
-    assert "one of: ci, default, default_paper, paper" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no config file 'no_such_config'" in err and "default_paper" in err and "paper_quick" in err
 
 
 def test_max_tokens_must_name_a_model_of_the_sweep(tmp_path):

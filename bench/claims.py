@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import RESULT_FILES, load
+from bench.claims_accuracy import accuracy_section
+from bench.results import ACCURACY_PROTOCOLS, RESULT_FILES, load
 from models.errors import UserInputError
 from models.registry import list_models
 
@@ -160,6 +161,10 @@ def predictions(families: list[str]) -> list[dict]:
 
 def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False) -> dict:
     df = load_runs(run_dirs)
+    accuracy = accuracy_section(df)  # accuracy runs (bench/claims_accuracy.py), None without any
+    df = df[~df["protocol"].isin(ACCURACY_PROTOCOLS)]
+    if df.empty and accuracy is not None:  # only accuracy runs given: the accuracy section alone
+        return {"run_dirs": [str(d) for d in run_dirs], "paper": PAPER, "accuracy": accuracy}
     cases = case_values(df)
     families = sorted(cases["family"].dropna().unique())
     missing = []
@@ -189,6 +194,7 @@ def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False) 
         "crossovers": crossovers(comps),
         "predictions_at_paper_point": predictions(families),
         "case_statuses": statuses.to_dict("records"),
+        "accuracy": accuracy,
     }
 
 

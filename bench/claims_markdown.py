@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.claims_accuracy import render_accuracy
+
 GB = 1e9
 
 
@@ -48,7 +50,6 @@ def _comparison_table(rows: list[dict], family: str) -> list[str]:
 
 
 def render(report: dict) -> str:
-    paper = report["paper"]
     out = [
         "# Claims report",
         "",
@@ -58,6 +59,18 @@ def render(report: dict) -> str:
         *([f"**Warning: pairs measured on different device models** (--allow-mixed-devices): "
            f"{'; '.join(report['mixed_devices'])}. Ratios across devices mix the models with the hardware.", ""]
           if report.get("mixed_devices") else []),
+    ]
+    if "comparisons" in report:  # efficiency runs were given
+        out += _efficiency(report)
+    if report.get("accuracy"):
+        out += ["" if out[-1] else None, *render_accuracy(report["accuracy"])]
+        out = [line for line in out if line is not None]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _efficiency(report: dict) -> list[str]:
+    paper = report["paper"]
+    out = [
         "## The claim",
         "",
         f"SSAMBA-tiny vs SSAST-tiny at {paper['n_tokens']:,} tokens, batch {paper['batch']}, {paper['dtype']}, "
@@ -154,4 +167,4 @@ def render(report: dict) -> str:
             "library versions are in every row and in env.json.", "", "## Case statuses", "",
             "| model | status | cases |", "|---|---|---:|"]
     out += [f"| {s['model']} | {s['status']} | {s['cases']} |" for s in report["case_statuses"]]
-    return "\n".join(out) + "\n"
+    return out

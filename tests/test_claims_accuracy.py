@@ -1,0 +1,72 @@
+"""The accuracy section of the claims report, from rows in the result schema (protocol "finetune"),
+alone and next to benchmark rows; the accuracy pipeline itself is tested in test_accuracy.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+from bench.cli import main
+from bench.results import append_jsonl, case_rows, metric
+
+
+def finetune_rows(model, family, task, init, scores, steps=40, train_time=12.5):
+    case = SimpleNamespace(case_id=f"{abs(hash((model, task, init))) % 16**16:016x}", model=model, family=family,
+                           size="tiny", n_tokens=108, frames=98, batch=16, dtype="float32", device="cpu",
+                           attn_impl=None, scan_impl=None, protocol="finetune")
+    metrics = [{**metric(name, "value", value, "fraction", n_samples=120), "split": split}
+               for split, (acc, f1) in scores.items() for name, value in (("accuracy", acc), ("macro_f1", f1))]
+    metrics.append(metric("train_time_s", "value", train_time, "s"))
+    rows = case_rows(case, run_id="acc", env={}, status="ok", metrics=metrics)
+    for row in rows:
+        row.update(task=task, init=init, train_steps=steps)
+    return rows
+
+
+def write_accuracy_run(path):
+    rows = []
+    rows += finetune_rows("ssast_tiny", "ssast", "kws", "pretrained", {"val": (0.50, 0.45), "test": (0.40, 0.38),
+                                                                       "digits-real": (0.20, 0.10)})
+    rows += finetune_rows("ssamba_tiny", "ssamba", "kws", "pretrained", {"val": (0.55, 0.50), "test": (0.47, 0.44),
+                                                                         "digits-real": (0.30, 0.20)})
+    rows += finetune_rows("ssast_tiny", "ssast", "kws", "scratch", {"val": (0.30, 0.25), "test": (0.25, 0.20)})
+    failed = SimpleNamespace(case_id="f" * 16, model="aum_tiny", family="aum", size="tiny", n_tokens=108, frames=98,
+                             batch=16, dtype="float32", device="cpu", attn_impl=None, scan_impl=None,
+                             protocol="finetune")
+    failed_rows = case_rows(failed, run_id="acc", env={}, status="error", error="RuntimeError: boom")
+    for row in failed_rows:
+        row.update(task="kws", init="pretrained", train_steps=40)
+    rows += failed_rows
+    path.mkdir()
+    append_jsonl(path / "results.jsonl", rows)
+    return path
+
+
+def test_accuracy_only_report(tmp_path, capsys):
+    run = write_accuracy_run(tmp_path / "acc")
+    assert main(["claims", str(run), "--quiet"]) == 0
+    report = json.loads((run / "claims.json").read_text())
+    assert "comparisons" not in report  # no benchmark rows: the efficiency sections are left out
+    results = report["accuracy"]["results"]
+    assert {(r["model"], r["init"], r["split"]) for r in results} >= {("ssamba_tiny", "pretrained", "digits-real")}
+    pairs = {(p["init"], p["split"]): p for p in report["accuracy"]["pairs"]}
+    assert set(pairs) == {("pretrained", "val"), ("pretrained", "test"), ("pretrained", "digits-real")}
+    assert abs(pairs[("pretrained", "test")]["difference_points"] - 7.0) < 1e-9
+    text = (run / "claims.md").read_text()
+    assert "## Accuracy" in text and "| ssamba_tiny | pretrained | test | 0.470 | 0.440 | 120 | 40 x 16 | 12 s |" in text
+    assert "+7.0 points" in text
+    assert "- aum_tiny kws pretrained: RuntimeError: boom" in text  # a failed case is listed, not dropped
+
+
+def test_accuracy_beside_benchmark_rows(ci_run_dir, tmp_path):
+    bench_run = tmp_path / "bench"
+    shutil.copytree(ci_run_dir, bench_run)
+    acc = write_accuracy_run(tmp_path / "acc")
+    assert main(["claims", str(bench_run), str(acc), "--quiet"]) == 0
+    report = json.loads((bench_run / "claims.json").read_text())
+    assert report["comparisons"] and report["accuracy"]["pairs"]
+    # accuracy cases never enter the latency/memory comparisons
+    assert not {c["case_id"] for c in report["comparisons"]} & {r["case_id"] for r in report["accuracy"]["results"]}
+    text = (bench_run / "claims.md").read_text()
+    assert text.index("## Every comparison") < text.index("## Accuracy")

@@ -137,15 +137,10 @@ def check_options(args) -> ClusterOptions:
 def expand_on_login_node(cfg) -> list[Case]:
     """bench.sweep.expand without its device check: a Slurm login node often has no GPU, and each job
     lands on its own node; a case whose device is missing there becomes an `error` row, like any other
-    failure. (bench/sweep.py has no switch for this, so the check is bypassed for this call only.)"""
+    failure."""
     from bench import sweep
 
-    original = sweep.check_device
-    sweep.check_device = lambda device: None
-    try:
-        return sweep.expand(cfg)
-    finally:
-        sweep.check_device = original
+    return sweep.expand(cfg, check_devices=False)
 
 
 # --- the job: one unit, into its own shard --------------------------------------------------------

@@ -190,15 +190,16 @@ def check_device(device: str) -> None:
             raise UserInputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def expand(cfg: SweepConfig) -> list[Case]:
+def expand(cfg: SweepConfig, *, check_devices: bool = True) -> list[Case]:
     """Every case of the sweep, validated (models, options, token counts, devices), in run order:
-    by unit, then series, then ascending token count."""
+    by unit, then series, then ascending token count. `check_devices=False` skips the check that the
+    devices exist here (a Slurm login node without the GPUs its jobs will get)."""
     from bench.runner import load_plugins, resolve_producer
 
     load_plugins(cfg.plugins)
     for producer in cfg.extra_metrics:
         resolve_producer(producer)
-    for device in cfg.device:
+    for device in cfg.device if check_devices else ():
         check_device(device)
     cases: list[Case] = []
     names = resolve_models(cfg)

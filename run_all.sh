@@ -64,17 +64,21 @@ case "${1:-main}" in
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     main)
-        # The CPU main job (< 15 min on 2 cores): the default sweep (steady protocol), the paper's
-        # protocol for the tiny models beside it, then the claims report and figures of both.
+        # The CPU main job (~20 min on 2 cores): the default sweep (steady protocol), the paper's
+        # protocol for the tiny models beside it, a short accuracy run (kws10, SSAST- vs SSAMBA-tiny,
+        # pretrained vs scratch), then the claims report (with its accuracy section) and figures.
         STAMP=$(date -u +%Y%m%dT%H%M%SZ)
         RUN_DIR=${RUN_DIR:-results/runs/$STAMP-default}
         PAPER_DIR=${PAPER_DIR:-$RUN_DIR/paper_protocol}
+        ACC_DIR=${ACC_DIR:-$RUN_DIR/accuracy}
         "$VENV/bin/ssamba-bench" models
         "$VENV/bin/ssamba-bench" sweep default --out "$RUN_DIR"
         "$VENV/bin/ssamba-bench" sweep default_paper --out "$PAPER_DIR"
-        "$VENV/bin/ssamba-bench" claims "$RUN_DIR" "$PAPER_DIR"
+        "$VENV/bin/ssamba-bench" data build kws10
+        "$VENV/bin/ssamba-bench" accuracy accuracy_ci --out "$ACC_DIR"
+        "$VENV/bin/ssamba-bench" claims "$RUN_DIR" "$PAPER_DIR" "$ACC_DIR"
         "$VENV/bin/ssamba-bench" plot "$RUN_DIR" "$PAPER_DIR"
-        echo "results, claims.md and figures/ are in $RUN_DIR (paper-protocol run in $PAPER_DIR)"
+        echo "results, claims.md and figures/ are in $RUN_DIR (paper protocol: $PAPER_DIR; accuracy: $ACC_DIR)"
         ;;
     *)
         echo "usage: ./run_all.sh [test [pytest args...]]" >&2

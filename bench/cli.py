@@ -29,6 +29,9 @@ VERBS = {
     "scanbench": "bench.scanbench",
     "data": "bench.data_cli",
     "collect": "bench.collect_cli",
+    "pretrain": "bench.pretrain_cli",
+    "finetune": "bench.finetune_cli",
+    "accuracy": "bench.accuracy_cli",
 }
 
 

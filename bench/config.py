@@ -251,6 +251,9 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+ACCURACY_PREFIX = "accuracy"  # bench/configs/accuracy*.toml are `ssamba-bench accuracy` configs, not sweeps
+
+
 def resolve_path(config: str) -> Path:
     """A path to a .toml file, or the name of a shipped config (`default`, `paper`, `ci`)."""
     path = Path(config)
@@ -258,8 +261,10 @@ def resolve_path(config: str) -> Path:
         return path
     shipped = CONFIG_DIR / f"{config}.toml"
     if not path.suffix and shipped.is_file():
+        if config.startswith(ACCURACY_PREFIX):
+            raise UserInputError(f"{config!r} is an accuracy config: run it with `ssamba-bench accuracy {config}`")
         return shipped
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml") if not p.stem.startswith(ACCURACY_PREFIX))
     raise UserInputError(f"no config file {config!r}; give a path to a .toml file or one of: {', '.join(names)}")
 
 

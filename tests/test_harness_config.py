@@ -168,6 +168,9 @@ def test_unknown_config_name(capsys):
     assert cli.main(["sweep", "no_such_config"]) == 2
     err = capsys.readouterr().err
     assert "no config file 'no_such_config'" in err and "default_paper" in err and "paper_quick" in err
+    assert "accuracy" not in err  # accuracy configs are not sweeps
+    assert cli.main(["sweep", "accuracy_ci"]) == 2
+    assert "run it with `ssamba-bench accuracy accuracy_ci`" in capsys.readouterr().err
 
 
 def test_max_tokens_must_name_a_model_of_the_sweep(tmp_path):

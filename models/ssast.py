@@ -45,6 +45,17 @@ class SSASTConfig:
     attn_impl: str = field(default="eager", metadata={"help": "'eager' (explicit softmax(QK^T), the authors') or 'sdpa' (fused)"})
 
 
+def init_vit_weights(module: nn.Module) -> None:
+    """timm 0.4.5 VisionTransformer._init_weights, as the authors' DeiT encoder was initialised."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class SSAST(AudioModel):
     """SSAST encoder + the authors' mean-pooled classification head."""
 
@@ -68,6 +79,12 @@ class SSAST(AudioModel):
             for _ in range(depth)
         )
         self.norm = norm_layer(embed_dim)
+        # The authors built the encoder with timm's VisionTransformer (DeiT), whose constructor applies
+        # `_init_weights`: trunc-normal(0.02) Linear weights, zero biases, unit LayerNorms. Bare timm
+        # Blocks keep PyTorch's default Linear init instead, so apply it here (the patch conv keeps its
+        # default, as in timm 0.4.5); from-scratch training and pretraining depend on it.
+        for module in (*self.blocks.modules(), self.norm):
+            init_vit_weights(module)
         self.set_attn_impl(attn_impl)
         self.init_head()
         for p in (self.cls_token, self.dist_token, self.pos_embed):

@@ -106,3 +106,14 @@ def test_bad_construction_is_a_clear_error():
         create_model("ssamba_tiny", scan_impl="nope")
     with pytest.raises(UserInputError, match="unknown option.*attn_impl"):
         create_model("ssamba_tiny", attn_impl="eager")  # SSAMBA has no attention
+
+
+def test_ssast_blocks_use_the_authors_timm_vit_init():
+    # The authors' encoder came from timm's VisionTransformer, which initialises every Linear with
+    # trunc-normal(0.02) and zero bias, LayerNorms with 1 / 0 (PyTorch's default would give ~0.04 here).
+    torch.manual_seed(0)
+    model = create_model("ssast_tiny", input_frames=128)
+    qkv = model.blocks[0].attn.qkv
+    assert abs(qkv.weight.std().item() - 0.02) < 0.002
+    assert torch.count_nonzero(qkv.bias) == 0 and torch.count_nonzero(model.blocks[3].mlp.fc2.bias) == 0
+    assert torch.all(model.norm.weight == 1) and torch.all(model.blocks[0].norm1.bias == 0)

@@ -254,18 +254,22 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
 ACCURACY_PREFIX = "accuracy"  # bench/configs/accuracy*.toml are `ssamba-bench accuracy` configs, not sweeps
 
 
-def resolve_path(config: str) -> Path:
-    """A path to a .toml file, or the name of a shipped config (`default`, `paper`, `ci`)."""
+def resolve_path(config: str, *, accuracy: bool = False) -> Path:
+    """A path to a .toml file, or the name of a shipped config in bench/configs/: a sweep (`default`,
+    `paper`, `ci`, ...) or, with `accuracy`, an accuracy run (`accuracy`, `accuracy_ci`)."""
     path = Path(config)
     if path.is_file():
         return path
     shipped = CONFIG_DIR / f"{config}.toml"
     if not path.suffix and shipped.is_file():
-        if config.startswith(ACCURACY_PREFIX):
-            raise UserInputError(f"{config!r} is an accuracy config: run it with `ssamba-bench accuracy {config}`")
+        if config.startswith(ACCURACY_PREFIX) != accuracy:
+            verb = "sweep" if accuracy else "accuracy"
+            raise UserInputError(f"{config!r} is {'a sweep' if accuracy else 'an accuracy'} config: run it with "
+                                 f"`ssamba-bench {verb} {config}`")
         return shipped
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml") if not p.stem.startswith(ACCURACY_PREFIX))
-    raise UserInputError(f"no config file {config!r}; give a path to a .toml file or one of: {', '.join(names)}")
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.toml") if p.stem.startswith(ACCURACY_PREFIX) == accuracy)
+    what = "accuracy config" if accuracy else "config file"
+    raise UserInputError(f"no {what} {config!r}; give a path to a .toml file or one of: {', '.join(names)}")
 
 
 def load_config(config: str | Path, overrides: list[str] = ()) -> SweepConfig:

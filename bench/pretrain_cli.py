@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from bench.accuracy.cli_args import add_training_arguments
 from bench.accuracy.checkpoint import registry_name, save_pretrained
 from bench.accuracy.config import FAMILIES
 from bench.accuracy.pretrain_loop import pretrain
@@ -28,17 +29,8 @@ from models.errors import UserInputError
 
 def add_arguments(parser) -> None:
     d = PretrainRecipe()
-    parser.add_argument("--model", required=True, help=f"model family: {', '.join(FAMILIES)}")
-    parser.add_argument("--size", default="tiny", help="tiny | small | base | test (default tiny)")
+    add_training_arguments(parser, d)
     parser.add_argument("--tasks", default="kws,speakers,events", help="comma-separated tasks whose train audio is used")
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps (default {d.steps})")
-    parser.add_argument("--batch", type=int, default=d.batch, help=f"clips per step (default {d.batch})")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed (default 0)")
-    parser.add_argument("--scan-impl", default=d.scan_impl, help="selective-scan backend of Mamba models (default auto)")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    parser.add_argument("--cache", default=None, help="dataset cache directory")
-    parser.add_argument("--small", action="store_true", help="use the reduced `--small` dataset builds")
     parser.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write (.pth)")
 
 

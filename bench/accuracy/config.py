@@ -22,13 +22,12 @@ import dataclasses
 import difflib
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench.accuracy.recipe import FinetuneRecipe, PretrainRecipe
+from bench.config import resolve_path
 from bench.data import check_task
 from models.errors import UserInputError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FAMILIES = ("ssast", "ssamba", "aum")
 INITS = ("pretrained", "scratch")
 
@@ -85,19 +84,8 @@ def _recipe(cls, data, where: str):
     return recipe
 
 
-def resolve_path(config: str) -> Path:
-    path = Path(config)
-    if path.is_file():
-        return path
-    shipped = CONFIG_DIR / f"{config}.toml"
-    if not path.suffix and shipped.is_file():
-        return shipped
-    names = sorted(p.stem for p in CONFIG_DIR.glob("accuracy*.toml"))
-    raise UserInputError(f"no accuracy config {config!r}; give a path to a .toml file or one of: {', '.join(names)}")
-
-
 def load_config(config: str, overrides: dict | None = None) -> AccuracyConfig:
-    path = resolve_path(config)
+    path = resolve_path(config, accuracy=True)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:

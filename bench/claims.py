@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.claims_accuracy import accuracy_section
-from bench.results import ACCURACY_PROTOCOLS, RESULT_FILES, load
+from bench.results import ACCURACY_PROTOCOLS, RESULT_FILES, plain, series_families
+from bench.results import load_runs as load_result_files
 from models.errors import UserInputError
 from models.registry import list_models
 
@@ -51,14 +52,12 @@ SETTING = ["protocol", "device", "device_name", "dtype", "batch"]
 
 
 def load_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
-    frames = []
     for run_dir in run_dirs:
         path = Path(run_dir)
         if not path.is_file() and not any((path / name).exists() for name in RESULT_FILES):
             raise UserInputError(f"{run_dir}: no results.jsonl (or results.csv) here; give a run directory "
                                  "written by `ssamba-bench sweep`")
-        frames.append(load(path))
-    return pd.concat(frames, ignore_index=True)
+    return load_result_files(run_dirs)
 
 
 def case_values(df: pd.DataFrame, latency_stat: str | None = None) -> pd.DataFrame:
@@ -69,7 +68,7 @@ def case_values(df: pd.DataFrame, latency_stat: str | None = None) -> pd.DataFra
     cases = ok[keys].drop_duplicates("case_id").set_index("case_id")
     if "model_options" in ok:  # a model swept with options is its own series: "aum [mixer=bi_bi]"
         options = ok.drop_duplicates("case_id").set_index("case_id")["model_options"]
-        cases["family"] = [f if pd.isna(o) else f"{f} [{o}]" for f, o in zip(cases["family"], options)]
+        cases["family"] = series_families(cases["family"], options)
     lat = ok[ok["metric"] == "latency_s"]
     wanted = latency_stat if latency_stat else lat["protocol"].map(LATENCY_STAT)
     lat = lat[lat["stat"] == wanted]
@@ -105,7 +104,7 @@ def comparisons(cases: pd.DataFrame, allow_mixed_devices: bool = False) -> list[
     pairs = others.merge(ref, on=join, suffixes=("", "_ref"))
     for _, p in pairs.iterrows():
         kind = memory_kind(cases[(cases[SETTING] == p[SETTING]).all(axis=1)])
-        row = {k: _py(p[k]) for k in join}
+        row = {k: plain(p[k]) for k in join}
         row.update({
             "family": p["family"], "scan_impl": p["scan_impl"], "attn_impl_ref": p["attn_impl_ref"],
             "case_id": p["case_id"], "case_id_ref": p["case_id_ref"],
@@ -119,7 +118,7 @@ def comparisons(cases: pd.DataFrame, allow_mixed_devices: bool = False) -> list[
             row.update({"peak_mem_bytes": p[kind], "peak_mem_bytes_ref": p[f"{kind}_ref"],
                         "memory_reduction": 1 - p[kind] / p[f"{kind}_ref"],
                         "memory_ratio": p[f"{kind}_ref"] / p[kind]})
-        out.append({k: _py(v) for k, v in row.items()})
+        out.append({k: plain(v) for k, v in row.items()})
     return out
 
 
@@ -136,7 +135,7 @@ def crossovers(comps: list[dict]) -> list[dict]:
         faster = (g["speedup"] > 1).tolist()
         tokens = g["n_tokens"].tolist()
         first = next((t for i, t in enumerate(tokens) if all(faster[i:])), None)
-        out.append({**dict(zip(group, map(_py, key))), "tokens_measured": [int(t) for t in tokens],
+        out.append({**dict(zip(group, map(plain, key))), "tokens_measured": [int(t) for t in tokens],
                     "faster_from_tokens": first, "faster_everywhere": all(faster),
                     "never_faster": not any(faster)})
     return out
@@ -218,18 +217,7 @@ def _largest_common(comps: list[dict]) -> list[dict]:
         return []
     tiny = df[df["size"] == "tiny"] if (df["size"] == "tiny").any() else df
     idx = tiny.groupby([*SETTING, "size", "family", "scan_impl", "attn_impl_ref"], dropna=False)["n_tokens"].idxmax()
-    return [{k: _py(v) for k, v in r.items()} for r in tiny.loc[idx].to_dict("records")]
-
-
-def _py(v):
-    """numpy/pandas scalars -> plain Python for JSON."""
-    if v is None or (isinstance(v, float) and v != v):
-        return None
-    if hasattr(v, "item"):
-        v = v.item()
-    if v is pd.NA or (isinstance(v, float) and v != v):
-        return None
-    return v
+    return [{k: plain(v) for k, v in r.items()} for r in tiny.loc[idx].to_dict("records")]
 
 
 def write_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False) -> tuple[Path, Path, dict]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.results import ACCURACY_PROTOCOLS
+from bench.results import ACCURACY_PROTOCOLS, plain, series_families
 
 REFERENCE_FAMILY = "ssast"
 SPLIT_ORDER = {"val": 0, "test": 1, "digits-real": 2}
@@ -32,7 +32,7 @@ def accuracy_section(df: pd.DataFrame) -> dict | None:
     acc = accuracy_rows(df)
     series = ["task", "model", "family", "size", "init"]
     if "model_options" in acc:
-        acc = acc.assign(family=[f if pd.isna(o) else f"{f} [{o}]" for f, o in zip(acc["family"], acc["model_options"])])
+        acc = acc.assign(family=series_families(acc["family"], acc["model_options"]))
     per_case = acc.drop_duplicates("case_id").set_index("case_id")
     wall = acc[acc["metric"] == "train_time_s"].drop_duplicates("case_id").set_index("case_id")["value"]
     scores = acc[acc["metric"].isin(["accuracy", "macro_f1"])]
@@ -42,16 +42,16 @@ def accuracy_section(df: pd.DataFrame) -> dict | None:
     for (case_id, split), row in table.iterrows():
         c = per_case.loc[case_id]
         results.append({
-            **{k: _py(c[k]) for k in series}, "split": split, "case_id": case_id,
-            "accuracy": _py(row.get("accuracy")), "macro_f1": _py(row.get("macro_f1")),
-            "n_eval": _py(evaluated.get((case_id, split))), "train_steps": _py(c["train_steps"]),
-            "batch": _py(c["batch"]), "train_time_s": _py(wall.get(case_id)), "scan_impl": _py(c["scan_impl"]),
-            "device_name": _py(c["device_name"]),
+            **{k: plain(c[k]) for k in series}, "split": split, "case_id": case_id,
+            "accuracy": plain(row.get("accuracy")), "macro_f1": plain(row.get("macro_f1")),
+            "n_eval": plain(evaluated.get((case_id, split))), "train_steps": plain(c["train_steps"]),
+            "batch": plain(c["batch"]), "train_time_s": plain(wall.get(case_id)), "scan_impl": plain(c["scan_impl"]),
+            "device_name": plain(c["device_name"]),
         })
     results.sort(key=lambda r: (str(r["task"]), SPLIT_ORDER.get(r["split"], 9), str(r["size"]), str(r["init"]),
                                 str(r["family"]) != REFERENCE_FAMILY, str(r["family"])))
     return {"results": results, "pairs": _pairs(results),
-            "failed": [{k: _py(r[k]) for k in ("model", "task", "init", "error")} for _, r in failed.iterrows()]}
+            "failed": [{k: plain(r[k]) for k in ("model", "task", "init", "error")} for _, r in failed.iterrows()]}
 
 
 def _pairs(results: list[dict]) -> list[dict]:
@@ -62,9 +62,9 @@ def _pairs(results: list[dict]) -> list[dict]:
     key = ["task", "split", "size", "init"]
     ref = df[df["family"] == REFERENCE_FAMILY]
     pairs = df[df["family"] != REFERENCE_FAMILY].merge(ref, on=key, suffixes=("", "_ref"))
-    return [{**{k: _py(p[k]) for k in key}, "family": p["family"], "accuracy": _py(p["accuracy"]),
-             "accuracy_ref": _py(p["accuracy_ref"]), "difference_points": _py(100 * (p["accuracy"] - p["accuracy_ref"])),
-             "train_steps": _py(p["train_steps"]), "train_steps_ref": _py(p["train_steps_ref"])}
+    return [{**{k: plain(p[k]) for k in key}, "family": p["family"], "accuracy": plain(p["accuracy"]),
+             "accuracy_ref": plain(p["accuracy_ref"]), "difference_points": plain(100 * (p["accuracy"] - p["accuracy_ref"])),
+             "train_steps": plain(p["train_steps"]), "train_steps_ref": plain(p["train_steps_ref"])}
             for _, p in pairs.iterrows()]
 
 
@@ -104,14 +104,3 @@ def _frac(x) -> str:
 
 def _secs(x) -> str:
     return "-" if x is None else (f"{x:.0f} s" if x >= 10 else f"{x:.1f} s")
-
-
-def _py(v):
-    """numpy/pandas scalars -> plain Python for JSON (NaN and NA -> None)."""
-    if v is None or v is pd.NA:
-        return None
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and v != v:
-        return None
-    return v

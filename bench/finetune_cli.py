@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.accuracy.cli_args import add_training_arguments
-from bench.accuracy.config import FAMILIES
+from bench.accuracy.cli_args import add_training_arguments, check_training_arguments
 from bench.accuracy.recipe import FinetuneRecipe
 from bench.accuracy.run import accuracy_table, digits_real_available, file_sha256, make_case, run_case
 from bench.data import check_task, read_manifest
@@ -37,14 +36,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.model not in FAMILIES:
-        raise UserInputError(f"unknown model family {args.model!r}; choose one of {', '.join(FAMILIES)}")
+    check_training_arguments(args)
     check_task(args.task)
     if args.task == "digits-real":
         raise UserInputError("digits-real is a test-only set: fine-tune on kws, which is also evaluated on it")
     read_manifest(args.task, cache=args.cache, small=args.small)
-    if args.steps < 1 or args.batch < 1:
-        raise UserInputError("--steps and --batch must be >= 1")
     if args.init == "scratch":
         init, init_path, init_key = "scratch", None, "scratch"
     else:

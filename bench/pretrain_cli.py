@@ -18,13 +18,11 @@ from pathlib import Path
 
 import torch
 
-from bench.accuracy.cli_args import add_training_arguments
+from bench.accuracy.cli_args import add_training_arguments, check_training_arguments
 from bench.accuracy.checkpoint import registry_name, save_pretrained
-from bench.accuracy.config import FAMILIES
 from bench.accuracy.pretrain_loop import pretrain
 from bench.accuracy.recipe import PretrainRecipe
 from bench.data import check_task, read_manifest
-from models.errors import UserInputError
 
 
 def add_arguments(parser) -> None:
@@ -35,15 +33,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.model not in FAMILIES:
-        raise UserInputError(f"unknown model family {args.model!r}; choose one of {', '.join(FAMILIES)}")
+    check_training_arguments(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for task in tasks:  # every name first, then whether each is built
         check_task(task)
     for task in tasks:
         read_manifest(task, cache=args.cache, small=args.small)
-    if args.steps < 1 or args.batch < 1:
-        raise UserInputError("--steps and --batch must be >= 1")
     torch.set_num_threads(args.threads)
     recipe = dataclasses.replace(PretrainRecipe(), steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                                  scan_impl=args.scan_impl)

@@ -292,6 +292,24 @@ def load(path: str | Path):
     return df.astype({col: dtype for col, (dtype, _) in COLUMNS.items()})
 
 
+def is_missing(v) -> bool:
+    """None, NaN or pandas' NA (without importing pandas)."""
+    return v is None or type(v).__name__ == "NAType" or (isinstance(v, float) and v != v)
+
+
+def plain(v):
+    """A numpy/pandas scalar as plain Python for JSON; NaN and NA become None."""
+    if hasattr(v, "item"):
+        v = v.item()
+    return None if is_missing(v) else v
+
+
+def series_families(family, model_options) -> list:
+    """Family labels with the case's model options: a model swept with options is its own series,
+    "aum [mixer=bi_bi]" (claims, figures, accuracy tables)."""
+    return [f if is_missing(o) else f"{f} [{o}]" for f, o in zip(family, model_options)]
+
+
 def load_runs(paths):
     """Several run directories or files (e.g. a sweep's latency rows and an accuracy run's rows of the
     same models) -> one DataFrame, each loaded with `load`."""

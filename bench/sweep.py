@@ -94,8 +94,13 @@ class Case:
     @property
     def model_kwargs(self) -> dict:
         """What create_model gets besides input_frames: the options and the kernel choices."""
-        kernels = {k: v for k, v in (("attn_impl", self.attn_impl), ("scan_impl", self.scan_impl)) if v is not None}
-        return {**dict(self.options), **kernels}
+        return model_kwargs(self.options, self.attn_impl, self.scan_impl)
+
+
+def model_kwargs(options, attn_impl: str | None, scan_impl: str | None) -> dict:
+    """create_model keyword arguments of a case: its model options, and the kernels the model has."""
+    kernels = {k: v for k, v in (("attn_impl", attn_impl), ("scan_impl", scan_impl)) if v is not None}
+    return {**dict(options), **kernels}
 
 
 def option_combinations(cfg: SweepConfig, name: str, family: str) -> list[tuple[tuple[str, object], ...]]:
@@ -211,9 +216,7 @@ def expand(cfg: SweepConfig, *, check_devices: bool = True) -> list[Case]:
         scan_values = list(cfg.scan_impl) if probe.scan_impl is not None else [None]
         option_sets = option_combinations(cfg, name, probe.family)
         for options, attn, scan in product(option_sets, attn_values, scan_values):
-            # bad option names or values fail here, before any run
-            _meta_model(name, **dict(options), **{k: v for k, v in (("attn_impl", attn), ("scan_impl", scan))
-                                                  if v is not None})
+            _meta_model(name, **model_kwargs(options, attn, scan))  # bad names or values fail before any run
         grid = probe.grid
         points = []  # (n_tokens, frames), token arithmetic from the model's own PatchGrid
         if cfg.tokens:

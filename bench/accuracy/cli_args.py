@@ -1,4 +1,4 @@
-"""Command-line arguments shared by `ssamba-bench pretrain` and `ssamba-bench finetune`.
+"""Command-line arguments (and their first check) shared by `ssamba-bench pretrain` and `finetune`.
 
 Both train one model with a recipe (bench/accuracy/recipe.py); the options that pick the model, the
 budget and the machine are the same, with the recipe's defaults shown in the help.
@@ -7,6 +7,7 @@ budget and the machine are the same, with the recipe's defaults shown in the hel
 from __future__ import annotations
 
 from bench.accuracy.config import FAMILIES
+from models.errors import UserInputError
 
 
 def add_training_arguments(parser, recipe) -> None:
@@ -22,3 +23,11 @@ def add_training_arguments(parser, recipe) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--cache", default=None, help="dataset cache directory")
     parser.add_argument("--small", action="store_true", help="use the reduced `--small` dataset builds")
+
+
+def check_training_arguments(args) -> None:
+    """One-line errors for an unknown --model family or a non-positive --steps / --batch."""
+    if args.model not in FAMILIES:
+        raise UserInputError(f"unknown model family {args.model!r}; choose one of {', '.join(FAMILIES)}")
+    if args.steps < 1 or args.batch < 1:
+        raise UserInputError("--steps and --batch must be >= 1")

@@ -12,6 +12,8 @@ import torch
 
 from bench.data import load_task
 
+DIGITS_REAL = "digits-real"  # the real asterisk digits: an out-of-domain test split of a kws model
+
 
 @lru_cache(maxsize=32)
 def features(task: str, split: str, cache: str | None, small: bool, frames: int,

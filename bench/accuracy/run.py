@@ -20,7 +20,7 @@ import torch
 
 from bench.accuracy.checkpoint import build_model, registry_name, save_pretrained
 from bench.accuracy.config import AccuracyConfig
-from bench.accuracy.data import features
+from bench.accuracy.data import DIGITS_REAL, features
 from bench.accuracy.finetune_loop import finetune_and_evaluate
 from bench.accuracy.pretrain_loop import pretrain
 from bench.accuracy.recipe import FinetuneRecipe
@@ -30,8 +30,6 @@ from bench.env import collect_env
 from bench.results import RunStore, append_jsonl, latest_attempts, now_iso
 from models.errors import UserInputError
 from models.tokenizer import PatchGrid
-
-DIGITS_REAL = "digits-real"
 
 
 def file_sha256(path: str | Path) -> str:

@@ -86,7 +86,6 @@ def main(argv=None) -> int:
     parser.add_argument("--small", action="store_true", help="the reduced test-size datasets")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
     try:
         rows = [r for task in args.tasks for r in evaluate_task(task, args.cache, args.small)]
     except UserInputError as err:

@@ -38,8 +38,15 @@ def mask_patch_for(n_patches: int) -> int:
     return max(1, min(n_patches - 1, round(n_patches * ORIGINAL_MASK_PATCH / ORIGINAL_PATCHES)))
 
 
+class _Keyed:
+    """A recipe's `key()`: a short hash of all its fields (cases and checkpoints are cached by it)."""
+
+    def key(self) -> str:
+        return _hash(dataclasses.asdict(self))
+
+
 @dataclass(frozen=True)
-class PretrainRecipe:
+class PretrainRecipe(_Keyed):
     steps: int = field(default=200, metadata={"help": "optimiser steps (the authors: ~10^5; here a short CPU budget)"})
     batch: int = field(default=32, metadata={"help": "clips per step"})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate (the authors' 1e-4)"})
@@ -52,12 +59,9 @@ class PretrainRecipe:
     seed: int = field(default=0, metadata={"help": "seed of init, batches and masks"})
     scan_impl: str = field(default="auto", metadata={"help": "selective-scan backend for Mamba models"})
 
-    def key(self) -> str:
-        return _hash(dataclasses.asdict(self))
-
 
 @dataclass(frozen=True)
-class FinetuneRecipe:
+class FinetuneRecipe(_Keyed):
     steps: int = field(default=150, metadata={"help": "optimiser steps, the same for every model"})
     batch: int = field(default=32, metadata={"help": "clips per step"})
     lr: float = field(default=1e-3, metadata={
@@ -77,9 +81,6 @@ class FinetuneRecipe:
     eval_batch: int = field(default=64, metadata={"help": "clips per evaluation forward"})
     seed: int = field(default=0, metadata={"help": "seed of the head init, batches and augmentation"})
     scan_impl: str = field(default="auto", metadata={"help": "selective-scan backend for Mamba models"})
-
-    def key(self) -> str:
-        return _hash(dataclasses.asdict(self))
 
 
 def _hash(obj) -> str:

@@ -11,6 +11,22 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 
+# pip install with retries: torch's CUDA wheels are several hundred MB each, and a dropped connection
+# that pip's own resume cannot recover must not fail a fresh set-up (wheels already downloaded stay
+# in pip's cache, so a retry fetches only what is missing).
+pip_install() {
+    local attempt
+    for attempt in 1 2 3 4; do
+        "$VENV/bin/python" -m pip install --quiet "$@" && return 0
+        [ "$attempt" = 4 ] && break
+        echo "[setup] pip install $* failed (attempt $attempt of 4); retrying in $((attempt * 20)) s" >&2
+        sleep $((attempt * 20))
+    done
+    echo "error: pip could not install $* (see pip's message above; usually the network)." \
+         "Rerun ./run_all.sh to resume." >&2
+    exit 1
+}
+
 setup() {
     if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
         echo "error: ssamba-bench needs Python >= 3.10 as '$PYTHON' (set PYTHON=/path/to/python3)" >&2
@@ -22,8 +38,8 @@ setup() {
     fi
     if [ ! -f "$STAMP" ]; then
         echo "[setup] installing ssamba-bench and its pinned dependencies into $VENV"
-        "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+        pip_install --upgrade pip
+        pip_install --resume-retries 20 -e '.[dev]'
         rm -f "$VENV"/.installed-*
         touch "$STAMP"
     fi

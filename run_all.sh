@@ -27,16 +27,34 @@ pip_install() {
     exit 1
 }
 
+# A fresh install needs ~5 GB for .venv plus ~3 GB of wheels unpacked in the temp directory (an
+# update of an existing .venv, less); pip reports a full disk mid-download as "Connection
+# interrupted", so say it plainly before starting. SSAMBA_BENCH_SETUP_NEED_GB overrides the need.
+check_free_space() {
+    local dir avail_kb need_gb=10
+    [ -x "$VENV/bin/python" ] && need_gb=4
+    local NEED_GB=${SSAMBA_BENCH_SETUP_NEED_GB:-$need_gb}
+    for dir in . "${TMPDIR:-/tmp}"; do
+        avail_kb=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
+        if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((NEED_GB * 1024 * 1024)) ]; then
+            echo "error: only $((avail_kb / 1024 / 1024)) GB free on the disk of $dir; installing torch needs" \
+                 "about $NEED_GB GB. Free some space (or point TMPDIR elsewhere) and rerun." >&2
+            exit 1
+        fi
+    done
+}
+
 setup() {
     if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
         echo "error: ssamba-bench needs Python >= 3.10 as '$PYTHON' (set PYTHON=/path/to/python3)" >&2
         exit 1
     fi
-    if [ ! -x "$VENV/bin/python" ]; then
-        echo "[setup] creating $VENV"
-        "$PYTHON" -m venv "$VENV"
-    fi
     if [ ! -f "$STAMP" ]; then
+        check_free_space
+        if [ ! -x "$VENV/bin/python" ]; then
+            echo "[setup] creating $VENV"
+            "$PYTHON" -m venv "$VENV"
+        fi
         echo "[setup] installing ssamba-bench and its pinned dependencies into $VENV"
         pip_install --upgrade pip
         pip_install --resume-retries 20 -e '.[dev]'

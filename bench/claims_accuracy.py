@@ -55,25 +55,40 @@ def accuracy_section(df: pd.DataFrame) -> dict | None:
 
 
 def _pairs(results: list[dict]) -> list[dict]:
-    """Each non-SSAST family against SSAST on the same task, split, size and init."""
+    """Each non-SSAST family against SSAST on the same task, split, size and init: against the SSAST
+    case at the same step budget where there is one, else against each SSAST budget present (an
+    equal-time comparison), the steps and training times of both sides kept for the report to state."""
     df = pd.DataFrame(results)
     if df.empty:
         return []
     key = ["task", "split", "size", "init"]
     ref = df[df["family"] == REFERENCE_FAMILY]
     pairs = df[df["family"] != REFERENCE_FAMILY].merge(ref, on=key, suffixes=("", "_ref"))
-    return [{**{k: plain(p[k]) for k in key}, "family": p["family"], "accuracy": plain(p["accuracy"]),
-             "accuracy_ref": plain(p["accuracy_ref"]), "difference_points": plain(100 * (p["accuracy"] - p["accuracy_ref"])),
-             "train_steps": plain(p["train_steps"]), "train_steps_ref": plain(p["train_steps_ref"])}
+    same = pairs["train_steps"] == pairs["train_steps_ref"]
+    has_same = same.groupby([pairs["case_id"], pairs["split"]]).transform("any")
+    pairs = pairs[same | ~has_same]
+    fields = ("accuracy", "train_steps", "train_time_s")
+    return [{**{k: plain(p[k]) for k in key}, "family": p["family"],
+             **{f: plain(p[f]) for f in fields}, **{f"{f}_ref": plain(p[f"{f}_ref"]) for f in fields},
+             "difference_points": plain(100 * (p["accuracy"] - p["accuracy_ref"]))}
             for _, p in pairs.iterrows()]
+
+
+def _budget_note(p: dict) -> str:
+    """'' at equal steps; otherwise both sides' steps and training time (an unequal-steps pair)."""
+    if p["train_steps"] == p["train_steps_ref"]:
+        return ""
+    return (f"; {p['train_steps']} vs {p['train_steps_ref']} steps, {_secs(p['train_time_s'])} vs "
+            f"{_secs(p['train_time_s_ref'])} of training")
 
 
 def render_accuracy(section: dict) -> list[str]:
     """Markdown lines of the accuracy section."""
     out = ["## Accuracy", "",
-           "Fine-tuned with the same recipe and step budget per task for every model (bench/configs/accuracy*.toml;",
-           "`pretrained`: after the suite's masked-patch pretraining, `scratch`: random init). `digits-real` is",
-           "real recorded speech scored by a keyword model: out of domain, never averaged with the rest.", ""]
+           "Fine-tuned with one shared recipe (bench/configs/accuracy*.toml; `pretrained`: after the suite's",
+           "masked-patch pretraining, `scratch`: random init); each row states its step budget and training",
+           "time, and a pair at unequal steps (an equal-time comparison) says so. `digits-real` is real",
+           "recorded speech scored by a keyword model: out of domain, never averaged with the rest.", ""]
     results = section["results"]
     for task in sorted({r["task"] for r in results}):
         rows = [r for r in results if r["task"] == task]
@@ -89,7 +104,7 @@ def render_accuracy(section: dict) -> list[str]:
         if pairs:
             out += ["", "Against SSAST (same task, split, size and init; accuracy points):", ""]
             out += [f"- {p['family']} {p['size']} {p['init']}, {p['split']}: {_frac(p['accuracy'])} vs "
-                    f"{_frac(p['accuracy_ref'])} ({p['difference_points']:+.1f} points)" for p in pairs]
+                    f"{_frac(p['accuracy_ref'])} ({p['difference_points']:+.1f} points{_budget_note(p)})" for p in pairs]
         out.append("")
     if section["failed"]:
         out += ["Failed accuracy cases:", ""]

@@ -12,7 +12,7 @@ from bench.results import append_jsonl, case_rows, metric
 
 
 def finetune_rows(model, family, task, init, scores, steps=40, train_time=12.5):
-    case = SimpleNamespace(case_id=f"{abs(hash((model, task, init))) % 16**16:016x}", model=model, family=family,
+    case = SimpleNamespace(case_id=f"{abs(hash((model, task, init, steps))) % 16**16:016x}", model=model, family=family,
                            size="tiny", n_tokens=108, frames=98, batch=16, dtype="float32", device="cpu",
                            attn_impl=None, scan_impl=None, protocol="finetune")
     metrics = [{**metric(name, "value", value, "fraction", n_samples=120), "split": split}
@@ -70,3 +70,23 @@ def test_accuracy_beside_benchmark_rows(ci_run_dir, tmp_path):
     assert not {c["case_id"] for c in report["comparisons"]} & {r["case_id"] for r in report["accuracy"]["results"]}
     text = (bench_run / "claims.md").read_text()
     assert text.index("## Every comparison") < text.index("## Accuracy")
+
+
+def test_pairs_prefer_equal_steps_and_state_unequal_budgets(tmp_path):
+    """SSAST at 600 and 3000 steps, SSAMBA at 600 and 1000: the 600-step SSAMBA case pairs only with
+    the 600-step SSAST one; the 1000-step case (an equal-time run) pairs with each SSAST budget, and the
+    report states both sides' steps and training time."""
+    rows = []
+    for family, steps, acc, secs in (("ssast", 600, 0.06, 550.0), ("ssast", 3000, 0.20, 2893.0),
+                                     ("ssamba", 600, 0.33, 1658.0), ("ssamba", 1000, 0.40, 2800.0)):
+        rows += finetune_rows(f"{family}_tiny", family, "kws", "pretrained", {"test": (acc, acc)}, steps=steps,
+                              train_time=secs)
+    run = tmp_path / "acc"
+    run.mkdir()
+    append_jsonl(run / "results.jsonl", rows)
+    assert main(["claims", str(run), "--quiet"]) == 0
+    pairs = json.loads((run / "claims.json").read_text())["accuracy"]["pairs"]
+    assert sorted((p["train_steps"], p["train_steps_ref"]) for p in pairs) == [(600, 600), (1000, 600), (1000, 3000)]
+    text = (run / "claims.md").read_text()
+    assert "0.330 vs 0.060 (+27.0 points)" in text  # equal steps: no budget note
+    assert "0.400 vs 0.200 (+20.0 points; 1000 vs 3000 steps, 2800 s vs 2893 s of training)" in text

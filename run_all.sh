@@ -33,12 +33,12 @@ pip_install() {
 check_free_space() {
     local dir avail_kb need_gb=10
     [ -x "$VENV/bin/python" ] && need_gb=4
-    local NEED_GB=${SSAMBA_BENCH_SETUP_NEED_GB:-$need_gb}
+    need_gb=${SSAMBA_BENCH_SETUP_NEED_GB:-$need_gb}
     for dir in . "${TMPDIR:-/tmp}"; do
         avail_kb=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
-        if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((NEED_GB * 1024 * 1024)) ]; then
+        if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((need_gb * 1024 * 1024)) ]; then
             echo "error: only $((avail_kb / 1024 / 1024)) GB free on the disk of $dir; installing torch needs" \
-                 "about $NEED_GB GB. Free some space (or point TMPDIR elsewhere) and rerun." >&2
+                 "about $need_gb GB. Free some space (or point TMPDIR elsewhere) and rerun." >&2
             exit 1
         fi
     done

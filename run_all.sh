@@ -64,7 +64,7 @@ setup() {
     setup_data_sources
 }
 
-# System packages and Debian archives the offline accuracy datasets are generated from (DATA.md):
+# System packages and Debian archives the offline accuracy datasets are generated from (docs/datasets.md):
 # installed with apt-get when running as root; otherwise a warning naming the command, and the
 # dataset tests skip with the same command in their reason.
 setup_data_sources() {

@@ -1,1 +1,5 @@
-"""ssamba-bench harness: everything that measures, stores and reports (the models live in `models`)."""
+"""ssamba-bench's harness, measurements, reports and command line (docs/architecture.md maps the tree)."""
+
+from bench import legacy
+
+legacy.install()  # saved runs and queued cluster jobs name modules of the old flat layout

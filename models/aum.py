@@ -2,7 +2,7 @@
 src/models/mamba_models.py on their copy of mamba-ssm 1.1.1 with Vim's bidirectional mixers).
 
 The third baseline, differing from SSAMBA in exactly the choices a reader wants separated
-(MODELS.md, "AuM"):
+(docs/models.md, "AuM"):
   - one cls token in the MIDDLE of the sequence (index N // 2); its positional vector is stored at
     index 0 of `pos_embed` and moved with it (FlexiPosEmbed.insert_to_prefix / insert_from_prefix);
   - 24 sequential blocks, no flipped pairs: residual = residual + drop_path(h); h = mixer(RMSNorm(residual)),

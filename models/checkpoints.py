@@ -6,7 +6,7 @@ Follows the checkpoint layout and the fine-tuning geometry of the original loade
 `strict=False`, so a renamed, missing or mis-shaped tensor was silently left at its random value;
 here every key of the file is accounted for, and any mismatch is an error naming the key.
 
-Layouts (MODELS.md, "The authors' checkpoints"); every key starts `module.` (DataParallel):
+Layouts (docs/models.md, "The authors' checkpoints"); every key starts `module.` (DataParallel):
   - pretrained: `v.*` (the backbone), the unused ImageNet heads `v.head.*` (and `v.head_dist.*` for
     SSAST), the pretraining heads `cpredlayer.*`, `gpredlayer.*`, `mask_embed`, and the pretraining
     input size `p_input_fdim`, `p_input_tdim`. Patch stride = patch size (16), so `pos_embed` lies on

@@ -51,9 +51,15 @@ def _adopt(fn: Callable, name: str) -> str:
     return name
 
 
+BUILTIN_MODULES = ("models.ssast", "models.ssamba", "models.aum")  # register their models on import
+
+
 def _load_entry_points() -> None:
-    """Import the `ssamba_bench.models` entry points of installed packages (once)."""
+    """Import the built-in model modules, then the `ssamba_bench.models` entry points of installed
+    packages (once); built-ins first, so an entry point cannot take a built-in's name."""
     global _entry_points_loaded, _entry_point_error
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)  # cached after the first call
     if _entry_point_error is not None:
         raise UserInputError(_entry_point_error)
     if _entry_points_loaded:

@@ -1,7 +1,7 @@
 """SSAMBA: self-supervised bidirectional-Mamba audio model (Shams et al., 2024), as its authors built it
 (SiavashShams/ssamba, on hustvl/Vim's "v2" bidirectional Mamba and its models_mamba.py).
 
-Faithful to the original, quirks included (see MODELS.md):
+Faithful to the original, quirks included (see docs/models.md):
   - Vim "v2" mixer: in_proj/out_proj shared by both directions, a separate backward conv1d, x_proj,
     dt_proj, A_log and D; the backward direction runs on the time-flipped x and z, and the two
     directions are averaged (`if_devide_out=True`).

@@ -1,5 +1,5 @@
 """Test helper: state dicts in the authors' checkpoint layout, with random values, written from
-MODELS.md's key list ("The authors' checkpoints") and the model specs, not from the suite's models,
+docs/models.md's key list ("The authors' checkpoints") and the model specs, not from the suite's models,
 so that loading them checks the suite's names and shapes against the documented ones.
 
 `original_state_dict("ssast", "tiny")` is what `SSAST-Tiny-Patch-400.pth` holds (key names, shapes,
@@ -18,14 +18,14 @@ import torch
 
 from models import create_model
 
-# (embed_dim, blocks): MODELS.md's sizes, plus the registered test sizes (test_ssast, test_ssamba).
+# (embed_dim, blocks): docs/models.md's sizes, plus the registered test sizes (test_ssast, test_ssamba).
 SSAST_SIZES = {"tiny": (192, 12), "small": (384, 12), "base": (768, 12), "test": (32, 2)}
 SSAMBA_SIZES = {"tiny": (192, 24), "small": (384, 24), "base": (768, 24), "test": (32, 4)}
 PATCH = 16
 
 
 def _grid(n_mels: int, frames: int, fstride: int, tstride: int) -> tuple[int, int]:
-    # Written out here on purpose (MODELS.md's formula), independent of models.tokenizer.
+    # Written out here on purpose (docs/models.md's formula), independent of models.tokenizer.
     return (n_mels - PATCH) // fstride + 1, (frames - PATCH) // tstride + 1
 
 

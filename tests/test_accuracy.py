@@ -18,7 +18,9 @@ from bench.accuracy.pretrain_loop import pretrain
 from bench.accuracy.recipe import FinetuneRecipe, PretrainRecipe, mask_patch_for
 from bench.accuracy.run import run_config
 from bench.data import build_task
-from bench.results import RunStore, case_rows, load, load_runs, metric, read_jsonl, to_frame, validate
+from bench.store.jsonl import read_jsonl
+from bench.store.run_store import RunStore, load, load_runs
+from bench.store.schema import Metric, case_rows, to_frame, validate
 from models.errors import UserInputError
 
 FAST_PRETRAIN = PretrainRecipe(steps=2, batch=4, heldout_per_task=4)
@@ -200,7 +202,7 @@ def test_accuracy_run_rows_validate_resume_and_load_with_benchmark_rows(cache, t
                                  n_tokens=48, frames=98, batch=1, dtype="float32", device="cpu", attn_impl=None,
                                  scan_impl="auto", protocol="steady")
     bench_rows = case_rows(bench_case, run_id="sweep", env={}, status="ok",
-                           metrics=[metric("latency_s", "median", 0.01, "s", 10)], info={"params": 1})
+                           metrics=[Metric("latency_s", "median", 0.01, "s", 10)], info={"params": 1})
     sweep_dir = tmp_path / "sweep"
     RunStore(sweep_dir).dir.mkdir()
     (sweep_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bench_rows))

@@ -11,7 +11,7 @@ from models.errors import UserInputError
 from models.scan import selective_scan_reference
 from models.ssamba import BiMambaMixer
 
-# Parameter counts with a 527-class head at N = 512 patches (MODELS.md, "AuM"), in millions.
+# Parameter counts with a 527-class head at N = 512 patches (docs/models.md, "AuM"), in millions.
 PUBLISHED_PARAMS_M = {
     ("aum_tiny", "fo_bi"): 6.44,
     ("aum_small", "fo_bi"): 23.94,

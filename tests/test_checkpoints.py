@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from checkpoint_fixtures import original_state_dict, random_model
 from torch import nn
 
 from bench.cli import main
-from checkpoint_fixtures import original_state_dict, random_model
 from models import create_model
 from models.checkpoints import (
     adapt_pos_embed,
@@ -49,11 +49,11 @@ def _save(sd, tmp_path, name="ckpt.pth"):
 
 @pytest.mark.parametrize("family,backbone", [("ssast", 5_487_168), ("ssamba", 6_922_176)])
 def test_authors_layout_loads_with_every_key_accounted_for(family, backbone, tmp_path):
-    sd = original_state_dict(family, "tiny")  # MODELS.md's tiny layout at the 128 x 1024 pretraining grid
+    sd = original_state_dict(family, "tiny")  # docs/models.md's tiny layout at the 128 x 1024 pretraining grid
     path = _save(sd, tmp_path)
     info = inspect_checkpoint(path)
     assert (info.family, info.size, info.kind, info.model_name) == (family, "tiny", "pretrained", f"{family}_tiny")
-    assert info.backbone_params == backbone  # MODELS.md's parameter check
+    assert info.backbone_params == backbone  # docs/models.md's parameter counts
     assert (info.pretrain_input, info.pretrain_grid) == ((128, 1024), (8, 64))
     assert info.ok and not info.unexpected
 

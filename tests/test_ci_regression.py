@@ -8,7 +8,7 @@ A deliberate change regenerates the baseline: `ssamba-bench baseline update`, th
 
 from pathlib import Path
 
-from bench.compare import compare, load_policy, load_table, render
+from bench.report.compare import compare, load_policy, load_table, render
 
 BASELINE = Path(__file__).resolve().parent.parent / "results" / "baseline" / "ci"
 

@@ -8,16 +8,17 @@ import shutil
 from types import SimpleNamespace
 
 from bench.cli import main
-from bench.results import append_jsonl, case_rows, metric
+from bench.store.jsonl import append_jsonl
+from bench.store.schema import Metric, case_rows
 
 
 def finetune_rows(model, family, task, init, scores, steps=40, train_time=12.5):
     case = SimpleNamespace(case_id=f"{abs(hash((model, task, init, steps))) % 16**16:016x}", model=model, family=family,
                            size="tiny", n_tokens=108, frames=98, batch=16, dtype="float32", device="cpu",
                            attn_impl=None, scan_impl=None, protocol="finetune")
-    metrics = [{**metric(name, "value", value, "fraction", n_samples=120), "split": split}
+    metrics = [Metric(name, "value", value, "fraction", n_samples=120, split=split)
                for split, (acc, f1) in scores.items() for name, value in (("accuracy", acc), ("macro_f1", f1))]
-    metrics.append(metric("train_time_s", "value", train_time, "s"))
+    metrics.append(Metric("train_time_s", "value", train_time, "s"))
     rows = case_rows(case, run_id="acc", env={}, status="ok", metrics=metrics)
     for row in rows:
         row.update(task=task, init=init, train_steps=steps)

@@ -79,7 +79,7 @@ def test_reference_copy_with_only_results_csv(run_dir, tmp_path, capsys):
 
 
 def test_series_keep_their_colour_across_panels():
-    from bench.plots import series_colors
+    from bench.report.plots import series_colors
 
     colors = series_colors(["ssast (eager)", "ssamba (triton)", "ssast (eager)", "aum (triton)"])
     assert list(colors) == ["aum (triton)", "ssamba (triton)", "ssast (eager)"]

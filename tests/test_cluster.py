@@ -1,4 +1,4 @@
-"""The cluster executors (bench/cluster.py) and `ssamba-bench collect`, through the real CLI.
+"""The cluster executors (bench/harness/executors/) and `ssamba-bench collect`, through the real CLI.
 
 submitit-local runs real jobs (subprocesses that re-import torch, seconds each); the Slurm path runs
 submitit's real SlurmExecutor against a stand-in `sbatch` that only answers a job id, and the test
@@ -17,10 +17,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import cli, cluster
-from bench.config import load_config
-from bench.results import COLUMNS, RunStore, case_statuses, latest_attempts, load, read_jsonl, validate
-from bench.sweep import expand, group_units
+from bench import cli
+from bench.harness.cases import group_units
+from bench.harness.config import load_config
+from bench.harness.executors import submitit as cluster_executor
+from bench.harness.executors.options import parse_time_min
+from bench.harness.expand import expand
+from bench.store.jsonl import read_jsonl
+from bench.store.run_store import RunStore, case_statuses, latest_attempts, load
+from bench.store.schema import COLUMNS, validate
+from bench.store.shards import merge_shards
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "tests" / "harness_models.py"
@@ -39,7 +45,7 @@ def test_submitit_local_matches_the_in_process_runner(ci_run_dir, tmp_path, caps
     df = pd.read_parquet(run_dir / "results.parquet")
     assert list(df.columns) == list(COLUMNS) and validate(df) == []
     assert df["host"].notna().all() and df["device_name"].notna().all()
-    units = {cluster.unit_name(u) for u in group_units(expand(load_config("ci")))}
+    units = {u[0].unit_name for u in group_units(expand(load_config("ci")))}
     for unit in units:  # one shard per job, with the environment of the node it ran on
         assert (run_dir / "shards" / f"{unit}.jsonl").is_file()
         assert "host" in (run_dir / "shards" / f"{unit}.env.json").read_text()
@@ -142,9 +148,9 @@ def test_slurm_submission_script_and_pickled_jobs(fake_slurm, tmp_path, capsys):
         assert line in script.splitlines(), line
     assert f"{sys.executable} -u -m submitit.core._submit {folder.resolve()}" in script
     assert f"--output={folder.resolve()}/%A_%a_0_log.out" in script
-    for index, unit in enumerate(units):  # each array task runs bench.cluster.run_job on its unit
+    for index, unit in enumerate(units):  # each array task runs bench.harness.executors.submitit.run_job on its unit
         job = DelayedSubmission.load(folder / f"4242_{index}_submitted.pkl")
-        assert job.function is cluster.run_job
+        assert job.function is cluster_executor.run_job
         job_run_dir, cases, settings, budget_s = job.args
         assert Path(job_run_dir) == run_dir.resolve() and cases == unit
         assert settings.run_id == "run" and settings.threads == 1 and settings.budget_deadline is None
@@ -178,7 +184,7 @@ def test_slurm_executor_without_sbatch_is_an_error(tmp_path, monkeypatch, capsys
 @pytest.mark.parametrize(("text", "minutes"), [("90", 90), ("02:00:00", 120), ("1-00:00:00", 1440),
                                                ("30:30", 31), ("00:10:01", 11), ("1-2", 1560)])
 def test_slurm_time(text, minutes):
-    assert cluster.parse_time_min(text) == minutes
+    assert parse_time_min(text) == minutes
 
 
 def test_collect_needs_a_run_dir(tmp_path, capsys):
@@ -189,18 +195,18 @@ def test_collect_needs_a_run_dir(tmp_path, capsys):
 def test_merge_is_idempotent(tmp_path):
     store = RunStore(tmp_path)
     rows = [{"case_id": "a" * 16, "attempt_id": "x1", "metric": "status", "status": "ok", "timestamp": "1"}]
-    from bench.results import append_jsonl
+    from bench.store.jsonl import append_jsonl
 
     append_jsonl(tmp_path / "shards" / "u-cpu.jsonl", rows)
-    assert cluster.merge_shards(store) == 1
-    assert cluster.merge_shards(store) == 0
+    assert merge_shards(store) == 1
+    assert merge_shards(store) == 0
     assert read_jsonl(store.results) == rows
 
 
 def test_claims_refuse_to_pair_rows_of_different_device_models(ci_run_dir, tmp_path):
     """Jobs of the two families landed on different GPU models: no pairing, and the error says why."""
-    from bench.claims import build_report
-    from bench.results import append_jsonl
+    from bench.report.claims import build_report
+    from bench.store.jsonl import append_jsonl
     from models.errors import UserInputError
 
     rows = read_jsonl(ci_run_dir / "results.jsonl")

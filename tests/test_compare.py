@@ -3,10 +3,8 @@
 import json
 import random
 
-import pytest
-
 from bench.cli import main
-from bench.results import COLUMNS, SCHEMA_VERSION
+from bench.store.schema import COLUMNS, SCHEMA_VERSION
 
 
 def _case_rows(case_id, model, family, attn_impl, scan_impl, n_tokens, latencies, tensor_bytes, status="ok",

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.data import build_task, load_task, read_manifest
+from bench.data import build_task, load_task, read_manifest, system
 from bench.data import cache as data_cache
-from bench.data import system
 from models.errors import UserInputError
 
 SPEECH = ["espeak-ng", "flite"]

@@ -5,7 +5,7 @@ import torch
 
 from bench.cli import main
 from bench.estimate import estimate
-from bench.measure import measure_tensor_bytes, model_tensors
+from bench.measure.memory import measure_tensor_bytes, model_tensors
 from models import create_model
 from models.tokenizer import frames_for_tokens
 

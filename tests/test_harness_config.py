@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from bench import cli
-from bench.config import CONFIG_DIR, load_config, parse_bytes, parse_set
-from bench.sweep import Case, expand
+from bench.common.config_fields import CONFIG_DIR, parse_bytes, parse_set
+from bench.harness.cases import Case
+from bench.harness.config import load_config
+from bench.harness.expand import expand
 from models.errors import UserInputError
 from models.tokenizer import frames_for_tokens, tokens_for_frames
 
@@ -97,7 +99,7 @@ def test_case_id_is_stable_and_depends_on_case_parameters_only(tmp_path):
 
 
 def test_model_options_sweep_aum_mixers_as_separate_series(tmp_path):
-    from bench.results import case_rows
+    from bench.store.schema import case_rows
 
     text = ('models = ["test_aum", "test_ssast"]\ntokens = [32, 64]\n'
             'model_options = { aum = { mixer = ["fo_bi", "bi_bi"] }, test_aum = { d_state = 8 } }\n')
@@ -132,7 +134,7 @@ def test_bad_model_options_are_one_clear_error(tmp_path, options, expected):
     ('models = ["test_ssast"]\nframes = [8]\n', "fewer than one 16-frame patch"),
     ('models = ["test_ssast"]\ntokens = [64]\nattn_impl = "flash"\n', "unknown attn_impl 'flash'"),
     ('models = ["test_ssast"]\ntokens = [64]\nprotocol = "fast"\n', "unknown protocol 'fast'"),
-    ('models = ["test_ssast"]\ntokens = [64]\nbatch = "one"\n', "batch must be int"),
+    ('models = ["test_ssast"]\ntokens = [64]\nbatch = "one"\n', "batch must be an integer"),
     ('models = ["test_ssast"]\ntokens = [64]\nmemory_cap = "lots"\n', "is not a size"),
     ('models = ["test_ssast"]\n', "exactly one of `tokens` or `frames`"),
 ])
@@ -186,10 +188,6 @@ def spec_test_model(**overrides):
 
 
 def test_a_model_spec_is_a_models_entry(tmp_path):
-    from models import registry
-
-    if not hasattr(registry, "import_model_spec"):
-        pytest.skip("models.registry has no import_model_spec in this tree")
     cfg = load_config(write(tmp_path, 'models = ["test_harness_config:spec_test_model"]\ntokens = [64]\n'))
     (case,) = [c for c in expand(cfg) if c.attn_impl == "eager"]
     assert case.model == "spec_test_model" and case.family == "ssast"

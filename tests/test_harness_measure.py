@@ -10,19 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.config import PaperConfig, SteadyConfig
-from bench.measure import (
-    LiveTensorBytes,
-    RssProbe,
-    is_oom,
-    make_timer,
-    measure_paper,
-    measure_steady,
-    measure_tensor_bytes,
-    model_tensors,
-    summarize,
-    time_steady,
-)
+from bench.measure.memory import LiveTensorBytes, RssProbe, is_oom, measure_tensor_bytes, model_tensors
+from bench.measure.protocol_settings import PaperConfig, SteadyConfig
+from bench.measure.protocols import measure_paper, measure_steady
+from bench.measure.timing import make_timer, summarize, time_steady
 from models import create_model
 
 SLEEP_S = 0.050
@@ -41,22 +32,22 @@ class Sleeper(nn.Module):
 
 
 def by(metrics, name, stat):
-    return [m for m in metrics if m["metric"] == name and m["stat"] == stat]
+    return [m for m in metrics if m.name == name and m.stat == stat]
 
 
 def test_steady_latency_of_a_known_duration():
     cfg = SteadyConfig(min_repeats=10, min_time_s=0.0, max_time_s=5.0)
     m = measure_steady(Sleeper, lambda: torch.zeros(1, 8), device="cpu", batch=1, n_tokens=8, cfg=cfg)
     (median,) = by(m.metrics, "latency_s", "median")
-    assert TOLERANCE_S[0] <= median["value"] <= TOLERANCE_S[1]
-    assert median["n_samples"] >= 10 and median["method"] == "perf_counter"
-    assert len(m.samples["samples_s"]) == median["n_samples"]
+    assert TOLERANCE_S[0] <= median.value <= TOLERANCE_S[1]
+    assert median.n_samples >= 10 and median.method == "perf_counter"
+    assert len(m.samples["samples_s"]) == median.n_samples
     assert all(s >= SLEEP_S for s in m.samples["samples_s"])
     (cold,) = by(m.metrics, "latency_cold_s", "value")
-    assert cold["value"] >= SLEEP_S
+    assert cold.value >= SLEEP_S
     (tput,) = by(m.metrics, "throughput_tokens_per_s", "median")
-    assert tput["value"] == pytest.approx(1 * 8 / median["value"])
-    assert {s for x in m.metrics if x["metric"] == "latency_s" for s in [x["stat"]]} >= {"median", "iqr", "p10", "p90"}
+    assert tput.value == pytest.approx(1 * 8 / median.value)
+    assert {s for x in m.metrics if x.name == "latency_s" for s in [x.stat]} >= {"median", "iqr", "p10", "p90"}
     assert by(m.metrics, "peak_mem_bytes", "cpu_rss") and by(m.metrics, "peak_mem_bytes", "tensor_bytes")
 
 
@@ -69,10 +60,10 @@ def test_paper_latency_of_a_known_duration():
 
     m = measure_paper(build, lambda: torch.zeros(1, 8), device="cpu", batch=1, n_tokens=8, cfg=PaperConfig(runs=3))
     (mean,) = by(m.metrics, "latency_s", "mean")
-    assert TOLERANCE_S[0] <= mean["value"] <= TOLERANCE_S[1] and mean["n_samples"] == 3
+    assert TOLERANCE_S[0] <= mean.value <= TOLERANCE_S[1] and mean.n_samples == 3
     assert len(builds) == 3  # a fresh model per run
     (cold,) = by(m.metrics, "latency_cold_s", "value")
-    assert len(m.samples["runs_s"]) == 3 and m.samples["runs_s"][0] == cold["value"]
+    assert len(m.samples["runs_s"]) == 3 and m.samples["runs_s"][0] == cold.value
     assert by(m.metrics, "throughput_tokens_per_s", "mean")
 
 
@@ -161,16 +152,16 @@ def test_rss_probe_sees_a_fresh_allocation():
         block = mmap.mmap(-1, size)
         block.write(b"\x01" * size)
         block.close()
-    (peak,) = [m for m in sink if m["stat"] == "cpu_rss" and m["metric"] == "peak_mem_bytes"]
-    (base,) = [m for m in sink if m["stat"] == "cpu_rss" and m["metric"] == "base_mem_bytes"]
-    assert peak["value"] - base["value"] >= 60 * 2**20
-    assert peak["method"] == probe.method
+    (peak,) = [m for m in sink if m.stat == "cpu_rss" and m.name == "peak_mem_bytes"]
+    (base,) = [m for m in sink if m.stat == "cpu_rss" and m.name == "base_mem_bytes"]
+    assert peak.value - base.value >= 60 * 2**20
+    assert peak.method == probe.method
 
 
 def test_cuda_memory_cap_names_a_device_index(monkeypatch):
     # torch.cuda.set_per_process_memory_fraction rejects a bare "cuda" device (found on an H100:
     # every case of the first GPU run failed with it); the cap must pass an indexed device.
-    from bench.measure import apply_cuda_memory_cap
+    from bench.measure.memory import apply_cuda_memory_cap
 
     calls = []
 

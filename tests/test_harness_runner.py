@@ -9,11 +9,14 @@ import time
 import pytest
 import torch
 
-from bench import runner
-from bench.config import SteadyConfig
-from bench.results import read_jsonl, to_frame, validate
-from bench.runner import RunSettings, run_unit
-from bench.sweep import Case
+from bench.harness import unit as unit_runner
+from bench.harness.cases import Case
+from bench.harness.messages import BudgetSpent, CaseEnded, CaseInfo, CaseStarted
+from bench.harness.settings import RunSettings
+from bench.harness.unit import run_unit
+from bench.measure.protocol_settings import SteadyConfig
+from bench.store.jsonl import read_jsonl
+from bench.store.schema import to_frame, validate
 
 FAST = SteadyConfig(warmup_min=1, warmup_max=2, min_repeats=2, max_repeats=3, min_time_s=0.0, max_time_s=1.0)
 
@@ -25,7 +28,7 @@ def restore_process_state():
     yield
     torch.set_num_threads(threads)
     gc.unfreeze()
-    runner._prepared.clear()
+    unit_runner._prepared.clear()
 
 
 def fake_flops(model, inputs, case):
@@ -49,10 +52,10 @@ def test_run_unit_with_extra_metrics(tmp_path):
     messages = []
     shard = tmp_path / "shard.jsonl"
     statuses = run_unit([case(128), case(64)], shard, settings=settings, env={"git_sha": "x"},
-                        notify=lambda *m: messages.append(m))
+                        notify=messages.append)
     assert set(statuses.values()) == {"ok"}
-    assert [m[0] for m in messages] == ["start", "info", "end"] * 2
-    assert [m[1] for m in messages if m[0] == "start"] == [case(64).case_id, case(128).case_id]  # upward
+    assert [type(m) for m in messages] == [CaseStarted, CaseInfo, CaseEnded] * 2
+    assert [m.case_id for m in messages if isinstance(m, CaseStarted)] == [case(64).case_id, case(128).case_id]  # upward
     df = to_frame(read_jsonl(shard))
     assert validate(df) == []
     flops = df[df["metric"] == "flops"]
@@ -66,6 +69,6 @@ def test_run_unit_stops_at_the_budget(tmp_path):
     settings = RunSettings(run_id="unit", steady=FAST, threads=1, budget_deadline=time.time() - 1)
     messages = []
     statuses = run_unit([case(64)], tmp_path / "shard.jsonl", settings=settings, env={},
-                        notify=lambda *m: messages.append(m))
-    assert statuses == {} and messages == [("budget",)]
+                        notify=messages.append)
+    assert statuses == {} and messages == [BudgetSpent()]
     assert not (tmp_path / "shard.jsonl").exists()  # unrecorded: a resume runs it

@@ -20,10 +20,13 @@ import pandas as pd
 import pytest
 
 from bench import cli
-from bench.config import load_config
-from bench.results import COLUMNS, RunStore, latest_attempts, load, read_jsonl, validate
-from bench.sweep import expand, run_order
-from bench.table import short_table
+from bench.harness.cases import run_order
+from bench.harness.config import load_config
+from bench.harness.expand import expand
+from bench.report.table import short_table
+from bench.store.jsonl import read_jsonl
+from bench.store.run_store import RunStore, latest_attempts, load
+from bench.store.schema import COLUMNS, validate
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "tests" / "harness_models.py"

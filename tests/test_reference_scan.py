@@ -1,4 +1,4 @@
-"""The reference selective scan against a direct per-step evaluation of the recurrence in MODELS.md."""
+"""The reference selective scan against a direct per-step evaluation of the recurrence in docs/models.md."""
 
 import math
 

@@ -8,6 +8,6 @@
     rows.py           accuracy cases and their rows in the suite's result schema
     config.py         accuracy run configuration (bench/configs/accuracy*.toml)
     run.py            running one case, or a whole config (resumable), and the printed table
-CLI verbs: `pretrain` (bench/pretrain_cli.py), `finetune` (bench/finetune_cli.py), `accuracy`
-(bench/accuracy_cli.py).
+CLI verbs: `pretrain` (bench/cli/pretrain.py), `finetune` (bench/cli/finetune.py), `accuracy`
+(bench/cli/accuracy.py).
 """

@@ -1,4 +1,4 @@
-"""Accuracy results in the suite's tidy schema (bench/results.py): one fine-tuning run = one case.
+"""Accuracy results in the suite's tidy schema (bench/store/schema.py): one fine-tuning run = one case.
 
 A case is (model, task, init, the pretraining that init came from, the fine-tuning recipe, dataset
 size). Its `case_id` hashes exactly those, so the same case has the same id in every run and a
@@ -11,7 +11,7 @@ resumed run skips it. Rows, all with protocol "finetune" and the columns task, i
     train_time_s, eval_time_s    stat "value", unit "s" (wall time of the training loop / evaluation)
     train_loss                   stat "mean", unit "nats": mean cross-entropy of the last 10 steps
 The model columns (family, size, params, n_tokens, frames, batch, scan_impl, ...) are filled like a
-benchmark row's, so `bench.results.load_runs([sweep_dir, accuracy_dir])` puts a model's latency and
+benchmark row's, so `bench.store.load_runs([sweep_dir, accuracy_dir])` puts a model's latency and
 accuracy side by side.
 """
 
@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 
 from bench.accuracy.recipe import FinetuneRecipe
-from bench.results import case_rows, metric
+from bench.store.schema import Metric, case_rows
 
 PROTOCOL = "finetune"
 
@@ -70,12 +70,12 @@ def result_rows(case: FinetuneCase, result: dict | None, *, run_id: str, env: di
     if result is not None:
         for split, m in result["eval"].items():
             for name in ("accuracy", "macro_f1"):
-                metrics.append({**metric(name, "value", m[name], "fraction", n_samples=m["n"], method="last-step weights"),
-                                "split": split})
-        metrics.append(metric("train_time_s", "value", result["train_time_s"], "s", method="perf_counter"))
-        metrics.append(metric("eval_time_s", "value", result["eval_time_s"], "s", method="perf_counter"))
+                metrics.append(Metric(name, "value", m[name], "fraction", n_samples=m["n"], method="last-step weights",
+                                      split=split))
+        metrics.append(Metric("train_time_s", "value", result["train_time_s"], "s", method="perf_counter"))
+        metrics.append(Metric("eval_time_s", "value", result["eval_time_s"], "s", method="perf_counter"))
         last = result["losses"][-10:]
-        metrics.append(metric("train_loss", "mean", sum(last) / len(last), "nats", n_samples=len(last)))
+        metrics.append(Metric("train_loss", "mean", sum(last) / len(last), "nats", n_samples=len(last)))
     rows = case_rows(case, run_id=run_id, env=env, status="ok" if error is None else "error", metrics=metrics,
                      error=error, info=info)
     for row in rows:

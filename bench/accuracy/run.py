@@ -2,7 +2,7 @@
 
 `run_case` builds the model (scratch or from a pretrained checkpoint), fine-tunes it on the task's
 train split, evaluates val and test (and digits-real for a kws model) and appends the case's rows
-to the run's results.jsonl (bench/results.py `RunStore`). A training failure becomes an `error` row;
+to the run's results.jsonl (bench/store/run_store.py `RunStore`). A training failure becomes an `error` row;
 bad input (unknown task, unbuilt or corrupt dataset, wrong checkpoint) is a UserInputError before
 training starts. `run_config` walks tasks x inits x models in the config's order, pretraining each
 model once on demand (the checkpoint is cached in RUN_DIR/checkpoints/, its log in
@@ -26,8 +26,10 @@ from bench.accuracy.pretrain_loop import pretrain
 from bench.accuracy.recipe import FinetuneRecipe
 from bench.accuracy.rows import PROTOCOL, FinetuneCase, result_rows
 from bench.data import read_manifest
-from bench.env import collect_env
-from bench.results import RunStore, append_jsonl, latest_attempts, now_iso
+from bench.measure.env import collect_env
+from bench.store.jsonl import append_jsonl
+from bench.store.run_store import RunStore, latest_attempts
+from bench.store.schema import now_iso
 from models.errors import UserInputError
 from models.tokenizer import PatchGrid
 

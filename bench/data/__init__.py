@@ -1,4 +1,4 @@
-"""Offline accuracy datasets built from Debian packages (see shared docs DATA.md).
+"""Offline accuracy datasets built from Debian packages (docs/datasets.md).
 
 Tasks: `kws` (35 synthetic keywords, split by speaker), `kws10` (its 10-word CI subset), `speakers`
 (speaker ID on the real hedgewars voice packs, split by phrase), `events` (18 General-MIDI sound

@@ -2,7 +2,7 @@
 
 An out-of-domain test for a keyword model trained on the synthetic `kws` words: the labels are
 indices into the kws vocabulary (`kws.WORDS_35`), so a kws model is scored on it unchanged. Report it
-as its own rows, never averaged with the synthetic tasks (DATA.md: synthetic-to-real transfer is
+as its own rows, never averaged with the synthetic tasks (docs/datasets.md: synthetic-to-real transfer is
 poor). Each recording appears once clean and centred, then in 9 augmented copies (position, reverb,
 coloured noise, gain from per-clip seeds): 100 clips. Source: Debian's asterisk-core-sounds-en-wav
 (`usr/share/asterisk/sounds/en_US_f_Allison/digits/<d>.wav`), resampled to 16 kHz and fitted to 1 s.

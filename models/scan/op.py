@@ -7,7 +7,7 @@ runs the backend named by `impl` (already resolved to a concrete name). Wrapping
 - a fake (meta) implementation that allocates exactly what the fused kernels allocate, the output
   y (B, E, L), so FakeTensorMode / meta-device runs predict memory of a fused scan that never
   materialises (B, E, L, N);
-- a FLOP formula, 9 * B * L * E * N (MODELS.md), that FlopCounterMode picks up;
+- a FLOP formula, 9 * B * L * E * N (docs/models.md), that FlopCounterMode picks up;
 - autograd: the C++ CPU kernel has its own backward op (`selective_scan_cpu_backward`, with fake
   impl and FLOP formula too); the other backends are differentiable PyTorch (or mamba-ssm's own
   autograd Function), so their backward recomputes the forward under autograd and differentiates
@@ -40,7 +40,7 @@ BACKENDS: dict[str, Callable[..., Tensor]] = {
 # Forward-only backends: their gradients come from differentiating this twin (same function).
 DIFFERENTIABLE_TWIN = {"triton": "chunked"}
 
-FLOPS_PER_ELEMENT = 9  # per (batch, step, channel, state): MODELS.md and mamba-ssm's estimate
+FLOPS_PER_ELEMENT = 9  # per (batch, step, channel, state): docs/models.md and mamba-ssm's estimate
 # The backward of a scan is about twice its forward, as for a matmul (the fused kernels also
 # recompute the forward, which this count leaves out, as FLOP counts of recomputation usually do).
 BACKWARD_FLOPS_PER_ELEMENT = 2 * FLOPS_PER_ELEMENT

@@ -1,7 +1,7 @@
 """Sequential pure-PyTorch selective scan: the ground truth every faster backend is tested against.
 
 Follows mamba-ssm's `selective_scan_ref` (state-spaces/mamba, ops/selective_scan_interface.py),
-argument for argument, written as the plain recurrence of MODELS.md:
+argument for argument, written as the plain recurrence of docs/models.md:
 
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t,    y_t = <h_t, C_t> + D * u_t
 

@@ -13,8 +13,8 @@ import time
 import pytest
 import torch
 
-from bench.measure import RssProbe
-from bench.scanbench import make_inputs
+from bench.measure.memory import RssProbe
+from bench.measure.scan_kernels import make_inputs
 from models.scan import scan_flops, selective_scan
 from models.scan.cpu import cpu_ext_available, cpu_ext_error
 

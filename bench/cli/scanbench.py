@@ -1,0 +1,108 @@
+"""Time every selective-scan backend side by side: ms, speed-up over the reference, GFLOP/s, peak memory.
+
+One process, one machine: for each sequence length L the backends run on the same inputs, shaped
+and laid out as in one direction of an SSAMBA-tiny block (B=1, E=384, N=16; u row-major as the conv
+gives it, delta and z channel-contiguous as the transposed Linears give them, B and C strided views
+of x_proj's output). Calls go through `models.scan.selective_scan`, custom op included, in
+inference mode. Timed calls are interleaved across backends (round robin), after one warm-up call
+per backend that also measures memory; the median is reported. A backend whose call takes longer
+than --slow-seconds (the reference at long L) gets only --slow-repeats timed calls.
+
+Columns: median ms and IQR; speed-up = reference median / backend median; GFLOP/s from the
+9 * B * L * E * N FLOPs of a scan (docs/models.md); "% mm" = that rate over the fp32 matrix-multiply
+GFLOP/s measured in the same process (the yardstick); peak MB = peak resident memory during the
+warm-up call above the resident memory before it (CPU: VmHWM after a /proc/self/clear_refs reset,
+which only sees memory newly made resident, so an allocation the allocator serves from memory it
+already holds shows as 0; CUDA: max_memory_allocated above the allocated memory before); max |err| =
+largest absolute difference from the reference's output on the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from models.errors import UserInputError
+
+DEFAULT_LENGTHS = (512, 2048, 8192, 22000)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lengths", default=",".join(map(str, DEFAULT_LENGTHS)),
+                        help="comma-separated sequence lengths L (default: %(default)s)")
+    parser.add_argument("--impls", default=None,
+                        help="comma-separated backends (default: reference,chunked and the device's fast one)")
+    parser.add_argument("--batch", type=int, default=1, help="batch B (default: %(default)s)")
+    parser.add_argument("--dim", type=int, default=384, help="channels E (default: %(default)s, SSAMBA-tiny)")
+    parser.add_argument("--state", type=int, default=16, help="state size N (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per backend (default: %(default)s)")
+    parser.add_argument("--slow-seconds", type=float, default=1.0,
+                        help="a backend whose warm-up call took longer gets --slow-repeats timed calls "
+                             "(default: %(default)s)")
+    parser.add_argument("--slow-repeats", type=int, default=2, help="(default: %(default)s)")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="contiguous (B, E, L) inputs instead of the model's layouts")
+    parser.add_argument("--backward", action="store_true",
+                        help="time forward + backward (autograd) instead of the no-grad forward")
+    parser.add_argument("--matmul-size", type=int, default=2048,
+                        help="n of the n x n x n fp32 matmul timed as the yardstick (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write rows and environment to this file")
+
+
+def _load() -> str:
+    try:
+        return "%.1f" % os.getloadavg()[0]
+    except OSError:
+        return "n/a"
+
+
+def run(args) -> int:
+    import torch
+
+    from bench.measure.env import collect_env, cpu_model
+    from bench.measure.scan_kernels import ScanBenchConfig, bench_length, format_table, matmul_gflops, resolve_impls
+    from bench.measure.timing import make_timer
+    from models.scan.cpu import cpu_ext_available, cpu_ext_error
+
+    lengths = [int(x) for x in str(args.lengths).split(",") if x.strip()]
+    if not lengths or min(lengths) < 1:
+        raise UserInputError("--lengths needs positive integers")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise UserInputError(f"device {args.device!r} is not available")
+    impls = resolve_impls(args.impls, args.device)
+    cfg = ScanBenchConfig(batch=args.batch, dim=args.dim, state=args.state, device=args.device, repeats=args.repeats,
+                          slow_seconds=args.slow_seconds, slow_repeats=args.slow_repeats, contiguous=args.contiguous,
+                          backward=args.backward, seed=args.seed)
+    timer, timer_name = make_timer(args.device)
+    mm = matmul_gflops(args.device, timer, args.matmul_size)
+    cpp = "built" if cpu_ext_available() else f"unavailable ({cpu_ext_error()})"
+    mode = "forward+backward" if args.backward else "forward, no grad"
+    layout = "contiguous inputs" if args.contiguous else "SSAMBA layouts"
+    device_name = cpu_model() if args.device == "cpu" else torch.cuda.get_device_name(args.device)
+    print(f"selective scan, B={args.batch} E={args.dim} N={args.state}, {mode}, {layout}")
+    print(f"device {args.device} ({device_name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"cpu_cpp {cpp}")
+    print(f"yardstick: fp32 matmul {args.matmul_size}^3 = {mm:.1f} GFLOP/s; "
+          f"scan FLOPs = 9*B*L*E*N{' x3' if args.backward else ''}; timer {timer_name}; "
+          f"load average {_load()} (other processes on this machine share its cores)")
+    rows = []
+    for length in lengths:
+        new = bench_length(length, impls, cfg, timer)
+        table = format_table(new, mm)
+        print(table if not rows else table.split("\n", 2)[2], flush=True)  # the header once
+        rows += new
+    print(f"load average at the end {_load()}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
+        payload = {"config": config, "matmul_gflops": mm, "rows": rows, "env": collect_env(torch.get_num_threads())}
+        args.json.write_text(json.dumps(payload, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,48 @@
+"""The words every layer of the suite shares: dtypes, protocols, statuses, stats, memory kinds.
+
+One definition each, standard library only, so the config loader, the result store, the measuring
+child, the estimator and the reports agree by construction (docs/results-schema.md lists what each
+word means in a results table).
+"""
+
+from __future__ import annotations
+
+# --- dtypes ----------------------------------------------------------------------------------------
+# Canonical names are torch attribute names (`getattr(torch, name)`); configs also accept the aliases.
+SWEEP_DTYPES = ("float32", "float16", "bfloat16")
+ESTIMATE_DTYPES = SWEEP_DTYPES + ("float64",)  # the estimator also predicts float64 (tests use it)
+DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+                 "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def dtype_name(alias: str) -> str:
+    """'fp16' -> 'float16'; a canonical name passes through."""
+    return DTYPE_ALIASES[alias]
+
+
+# --- protocols -------------------------------------------------------------------------------------
+PROTOCOLS = ("steady", "paper")  # benchmark protocols (docs/protocols.md)
+ACCURACY_PROTOCOLS = ("finetune",)  # accuracy rows: no latency, metrics accuracy / macro_f1
+# The latency statistic each protocol reports as its headline: the steady protocol's median of warm
+# calls; the paper's mean over fresh-model runs, cold run included (what the authors reported).
+HEADLINE_STAT = {"steady": "median", "paper": "mean"}
+
+# --- case statuses ---------------------------------------------------------------------------------
+STATUSES = ("ok", "oom", "timeout", "error", "skipped_after_oom", "skipped_after_timeout")
+SKIPPED = ("skipped_after_oom", "skipped_after_timeout")
+# A failure that makes the larger token counts of its series pointless, and the status they get.
+SKIP_AFTER = {"oom": "skipped_after_oom", "timeout": "skipped_after_timeout"}
+
+# --- memory ----------------------------------------------------------------------------------------
+# The `stat` of a peak_mem_bytes / base_mem_bytes row names which memory it is. Ordered by preference
+# when one number must stand for a case's memory (claims, figures): the device's allocated bytes first.
+MEMORY_KINDS = {
+    "cuda_allocated": "torch.cuda.max_memory_allocated: weights + input + activations (the paper's number)",
+    "tensor_bytes": "peak live CPU tensor storage bytes, counted per aten op (CPU twin of cuda_allocated)",
+    "cpu_rss": "peak resident set size of the measuring process (interpreter, libraries, caches included)",
+    "cuda_reserved": "torch.cuda.max_memory_reserved: what the caching allocator held",
+    "nvml_process": "NVML's used memory of the process (CUDA context + reserved pool)",
+}
+
+# Every `stat` a results row may carry.
+STATS = ("median", "mean", "p10", "p90", "iqr", "min", "max", "std", "value", *MEMORY_KINDS)

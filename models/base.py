@@ -99,7 +99,21 @@ class AudioModel(nn.Module):
         self.head = ClassificationHead(self.embed_dim, self.num_classes) if self.num_classes else nn.Identity()
 
     def check_input(self, x: torch.Tensor) -> None:
+        """One clear UserInputError for input this model cannot take: shape, dtype, device."""
         check_model_input(x, self.grid.n_mels, self.input_frames)
+        # The patch convolution needs x on its weight's device and, outside autocast (which casts
+        # both), in its dtype; say so here rather than let the convolution fail in its own words.
+        weight = self.patch_embed.proj.weight
+        if x.device != weight.device:
+            raise UserInputError(
+                f"model input is on {x.device} but the model is on {weight.device}; move one of them "
+                f"(x.to({str(weight.device)!r}) or model.to({str(x.device)!r}))"
+            )
+        if x.dtype != weight.dtype and not _autocast_enabled(x.device.type):
+            raise UserInputError(
+                f"model input is {x.dtype} but the model's parameters are {weight.dtype}; convert one of them "
+                f"(x.to({weight.dtype}) or model.to({x.dtype})), or run under torch.autocast"
+            )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Checked input (B, T, F) -> final-norm hidden states (B, prefix + N, D)."""
@@ -133,6 +147,13 @@ class AudioModel(nn.Module):
             "attn_impl": self.attn_impl,
             "scan_impl": self.scan_impl,
         }
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type without autocast (meta)
+        return False
 
 
 def check_scan_impl(scan_impl: str) -> None:

@@ -134,6 +134,10 @@ class MaskedPatchPretrainer(nn.Module):
         return self.v.patch_tokens(features)  # (B, N, D)
 
     def _masked(self, x, mask, generator):
+        if torch.is_tensor(x) and x.dim() == 3 and x.shape[0] == 0:
+            # The losses are means over clips and masked patches: undefined (NaN) for no clips.
+            raise UserInputError("masked-patch pretraining got an empty batch (0 clips); its losses are "
+                                 "means over clips, so give at least one")
         if mask is None:
             mask = self.gen_mask(x.shape[0], generator).to(x.device)
         tokens = self.encode_masked(x, mask)  # (B, N, D)

@@ -103,7 +103,10 @@ def compute_fbank(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, n_mels
     if sample_rate != SAMPLE_RATE:
         wav = torchaudio.functional.resample(wav, sample_rate, SAMPLE_RATE)
     if wav.numel() < 400:  # one 25 ms window at 16 kHz
-        raise UserInputError(f"waveform too short: {wav.numel()} samples at 16 kHz, need at least 400 (25 ms)")
+        # soundfile and numpy give (samples, channels): name that mix-up rather than report "2 samples".
+        hint = ("; it looks like (samples, channels): pass waveform.T"
+                if waveform.dim() == 2 and waveform.shape[0] > waveform.shape[1] else "")
+        raise UserInputError(f"waveform too short: {wav.numel()} samples at 16 kHz, need at least 400 (25 ms){hint}")
     wav = wav - wav.mean()
     return torchaudio.compliance.kaldi.fbank(
         wav.unsqueeze(0),
@@ -153,9 +156,17 @@ def check_model_input(x: torch.Tensor, n_mels: int, frames: int) -> None:
             f"model input must have shape (B, T, {n_mels}) (batch, frames, mel bins), got {tuple(x.shape)}"
         )
     if x.shape[2] != n_mels:
-        raise UserInputError(f"model input has {x.shape[2]} mel bins in its last dimension; expected {n_mels}")
+        # (B, F, T), the layout of torchaudio's MelSpectrogram, is the likely mix-up: name it.
+        hint = ("; it looks like (B, mel bins, frames): pass x.transpose(1, 2)"
+                if x.shape[1] == n_mels and x.shape[2] == frames else "")
+        raise UserInputError(f"model input has {x.shape[2]} mel bins in its last dimension; expected {n_mels}{hint}")
     if x.shape[1] != frames:
         raise UserInputError(
             f"model was built for {frames} frames but got {x.shape[1]}; pad/crop the input "
             f"(models.tokenizer.pad_or_crop) or create the model with input_frames={x.shape[1]}"
+        )
+    if not x.is_floating_point():
+        raise UserInputError(
+            f"model input has dtype {x.dtype}; the models take a floating-point spectrogram (the normalised "
+            f"fbank of models.tokenizer.AudioFrontend), e.g. x.float()"
         )

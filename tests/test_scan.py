@@ -391,3 +391,92 @@ def test_opcheck_cpu_kernel():
     leaves = [args[k].requires_grad_(True) for k in NAMES]
     torch.library.opcheck(selective_scan_op, (*leaves, True, "cpu_cpp"),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+# --- empty inputs ----------------------------------------------------------------------------------
+# An empty batch (B = 0), no channels (E = 0) or no steps (L = 0) has an empty output and zero
+# gradients. Zero-size tensors once reached the kernels: cpu_cpp divided its work split by B * G
+# (SIGFPE, which kills the process, so these run in a child interpreter) and chunked's reshapes could
+# not infer a dimension next to a zero one.
+
+EMPTY_SHAPES = {  # name: (batch, dim, nstate, length, groups)
+    "B0": (0, 8, 16, 12, None),
+    "E0": (2, 0, 16, 12, None),
+    "L0": (2, 8, 16, 0, None),
+    "B0_groups2": (0, 8, 16, 12, 2),
+    "B0_N5": (0, 8, 5, 12, None),
+}
+
+
+def check_empty(impl: str) -> None:
+    """Empty inputs through `selective_scan` (forward and backward) and the backend's own function.
+    Run in a child interpreter (see test_empty_inputs); prints one line per case as it passes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for case, (batch, dim, nstate, length, groups) in EMPTY_SHAPES.items():
+        for dtype in (torch.float32, torch.float64):
+            args = make_args(batch, dim, nstate, length, groups, dtype=dtype)
+            leaves = {k: v.clone().requires_grad_(True) for k, v in args.items()}
+            y = scan.selective_scan(**leaves, delta_softplus=True, impl=impl)
+            assert y.shape == (batch, dim, length) and y.dtype == dtype, (case, y.shape, y.dtype)
+            y.sum().backward()
+            for name, leaf in leaves.items():
+                g = leaf.grad
+                assert g is None or (g.shape == leaf.shape and not g.any()), (case, name)
+            if impl in DIRECT:
+                y, last = DIRECT[impl](**args, delta_softplus=True, return_last_state=True)
+                assert y.shape == (batch, dim, length) and last.shape == (batch, dim, nstate), (case, "direct")
+            if dtype == torch.float32:  # the fake kernel's empty output is laid out like the real one's
+                real = dict(args, z=args["z"].transpose(1, 2).contiguous().transpose(1, 2))
+                with FakeTensorMode() as mode:
+                    y_fake = selective_scan_op(*(mode.from_tensor(real[k]) for k in NAMES), True, impl)
+                y = selective_scan_op(*(real[k] for k in NAMES), True, impl)
+                assert (y_fake.shape, y_fake.stride()) == (y.shape, y.stride()), (case, "fake")
+            if impl == "cpu_cpp":
+                grads = cpu_backend.selective_scan_cpu_backward(torch.zeros(batch, dim, length, dtype=dtype),
+                                                                *(args[k] for k in NAMES), delta_softplus=True)
+                assert all(g.shape == args[k].shape for g, k in zip(grads, NAMES)), (case, "direct backward")
+            print(f"ok {impl} {case} {dtype}", flush=True)
+
+
+@pytest.mark.parametrize("impl", ["reference", "chunked", pytest.param("cpu_cpp", marks=needs_cpp)])
+def test_empty_inputs(impl):
+    code = f"import sys; sys.path.insert(0, 'tests'); import test_scan; test_scan.check_empty({impl!r})"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parent.parent),
+                          capture_output=True, text=True, timeout=600)
+    died = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    assert proc.returncode == 0, f"{died}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    assert proc.stdout.count("ok ") == 2 * len(EMPTY_SHAPES)
+
+
+def test_empty_inputs_never_reach_a_kernel():
+    """The op answers an empty problem itself, for every backend: mamba-ssm's CUDA kernel (replaced
+    here by one that refuses empty input) is never launched on it, and neither is Triton's."""
+    calls = []
+
+    def kernel(*args, **kwargs):
+        calls.append(args[0].shape)
+        raise AssertionError("a zero-size grid reached the kernel")
+
+    for batch, dim, nstate, length, groups in EMPTY_SHAPES.values():
+        args = make_args(batch, dim, nstate, length, groups, dtype=torch.float32)
+        for impl in ("mamba_ssm", "triton"):
+            leaves = [args[k].clone().requires_grad_(True) for k in NAMES]
+            with use_mamba_scan_fn(kernel):
+                y = selective_scan_op(*leaves, True, impl)
+                y.sum().backward()
+            assert y.shape == (batch, dim, length)
+            assert all(x.grad.shape == x.shape and not x.grad.any() for x in leaves)
+    assert not calls
+
+
+@pytest.mark.skipif(not triton_available(), reason="Triton is not installed")
+def test_triton_function_with_empty_inputs():
+    """The Triton entry point itself launches nothing for an empty problem (E = 0 once tried a zero grid)."""
+    from models.scan.triton_scan import selective_scan_triton
+
+    for batch, dim, nstate, length, groups in EMPTY_SHAPES.values():
+        if nstate & (nstate - 1):
+            continue  # the kernel takes power-of-two d_state only, and says so whatever the shape
+        args = make_args(batch, dim, nstate, length, groups, dtype=torch.float32)
+        assert selective_scan_triton(**args, delta_softplus=True).shape == (batch, dim, length)

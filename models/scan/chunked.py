@@ -57,8 +57,8 @@ def selective_scan_chunked(
     else:
         state = u.new_zeros(batch, groups, per_group, nstate)  # (B, G, E/G, N)
 
-    if length == 0:
-        y = u.new_zeros(batch, dim, 0)
+    if u.numel() == 0:  # B, E or L zero: nothing to scan (the reshapes below cannot infer a -1 next to a 0)
+        y = u.new_zeros(batch, dim, length)
     else:
         T = chunk_size or max(1, math.ceil(math.sqrt(length / 2)))
         nchunks = math.ceil(length / T)

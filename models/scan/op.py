@@ -13,6 +13,11 @@ runs the backend named by `impl` (already resolved to a concrete name). Wrapping
   autograd Function), so their backward recomputes the forward under autograd and differentiates
   it (one extra forward, like mamba-ssm's recompute). The forward-only Triton kernel is
   differentiated through its twin, the chunked scan.
+
+An empty problem (B, E or L zero: an empty batch, most often) never reaches a backend: the op
+answers it itself, an empty y and zero gradients, the same for every backend. Kernels size their
+launch grids and work splits by these dimensions (the C++ split divided by B * G: SIGFPE; a CUDA
+grid may not be empty; chunked's reshapes cannot infer a dimension next to a zero-size one).
 """
 
 from __future__ import annotations
@@ -60,16 +65,24 @@ def selective_scan_op(
     impl: str,
 ) -> Tensor:
     """y (B, E, L) from the backend `impl`; see models.scan.selective_scan for the arguments."""
+    if u.numel() == 0:  # nothing to scan: no backend is asked (see the module docstring)
+        return _empty_output(u, z, impl)
     return BACKENDS[impl](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def _empty_output(u: Tensor, z: Tensor | None, impl: str) -> Tensor:
+    """A y (B, E, L) with unset values, laid out as the backend `impl` lays it out: what the fake kernel
+    allocates, and the whole answer to an empty problem."""
+    batch, dim, length = u.shape
+    if impl == "cpu_cpp" and output_is_lanes(u, z):
+        return u.new_empty(batch, length, dim).transpose(1, 2)
+    return u.new_empty(batch, dim, length)
 
 
 @selective_scan_op.register_fake
 def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl):
     # (B, E, L): the only tensor a fused scan allocates, in the layout the real kernel returns.
-    batch, dim, length = u.shape
-    if impl == "cpu_cpp" and output_is_lanes(u, z):
-        return u.new_empty(batch, length, dim).transpose(1, 2)
-    return u.new_empty(batch, dim, length)
+    return _empty_output(u, z, impl)
 
 
 @torch.library.custom_op("ssamba_bench::selective_scan_cpu_backward", mutates_args=())
@@ -106,7 +119,10 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dout):
     saved = ctx.saved_tensors
     needs = ctx.needs_input_grad[:8]
-    if ctx.impl == "cpu_cpp":
+    if dout.numel() == 0:
+        # An empty y depends on nothing: every gradient is zero (A's, D's and delta_bias's too).
+        grads = [torch.zeros_like(x) if x is not None and need else None for x, need in zip(saved, needs)]
+    elif ctx.impl == "cpu_cpp":
         grads = selective_scan_cpu_backward_op(dout, *saved, ctx.delta_softplus)
         grads = [g if x is not None and need else None for g, x, need in zip(grads, saved, needs)]
     else:

@@ -272,6 +272,7 @@ std::vector<Run> make_runs(int64_t batch, int64_t dim, int64_t groups, int64_t s
 // call by a run, not by a static share of the work. The backward keeps one dB/dC partial per run,
 // so it asks for fewer.
 int64_t segments_for(int64_t batch_groups, int64_t threads, int64_t per_thread) {
+  if (batch_groups < 1) return 1;  // an empty batch: no runs at all (and no division by zero: SIGFPE)
   return std::max<int64_t>(1, (per_thread * threads + batch_groups - 1) / batch_groups);
 }
 

@@ -3,11 +3,13 @@
 submitit-local runs real jobs (subprocesses that re-import torch, seconds each); the Slurm path runs
 submitit's real SlurmExecutor against a stand-in `sbatch` that only answers a job id, and the test
 reads what would have been submitted: the sbatch script and the pickled job of each array task.
+Against a real Slurm controller: tests/test_slurm.py.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,7 +63,8 @@ def test_submitit_local_matches_the_in_process_runner(ci_run_dir, tmp_path, caps
     assert "18 already recorded, 0 to run" in capsys.readouterr().err
 
 
-def test_a_killed_job_is_incomplete_and_the_rerun_runs_only_the_rest(tmp_path, capsys):
+def sleepy_config(tmp_path: Path) -> Path:
+    """8 cases of one unit (one job), a second or so each."""
     config = tmp_path / "sleepy.toml"
     config.write_text(f"""
 name = "sleepy"
@@ -78,6 +81,11 @@ max_repeats = 8
 min_time_s = 0.3
 max_time_s = 1.0
 """)
+    return config
+
+
+def test_a_killed_job_is_incomplete_and_the_rerun_runs_only_the_rest(tmp_path, capsys):
+    config = sleepy_config(tmp_path)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", str(config), "--out", str(run_dir),
                              "--executor", "submitit-local", "--quiet", "--no-table"],
@@ -113,6 +121,71 @@ max_time_s = 1.0
     latest = latest_attempts(read_jsonl(run_dir / "results.jsonl"))
     assert {r["case_id"] for r in latest if r["metric"] == "status"} == all_ids
     assert validate(load(run_dir)) == []
+    assert cli.main(["collect", str(run_dir)]) == 0
+
+
+def test_local_executor_a_child_killed_by_sigterm_is_still_an_error_row(tmp_path):
+    """Only a cluster job stops on SIGTERM: in the local executor, a measuring child killed by a signal
+    (the parent is not being stopped) is an `error` row, and the sweep goes on with the rest."""
+    config = sleepy_config(tmp_path)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", str(config), "--out", str(run_dir),
+                             "--quiet", "--no-table"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    while not [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "case_start"]:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
+        time.sleep(0.05)
+    (start,) = [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "case_start"][:1]
+    os.kill(start["pid"], signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    rows = [r for r in latest_attempts(read_jsonl(run_dir / "results.jsonl")) if r["metric"] == "status"]
+    errors = [r for r in rows if r["status"] == "error"]
+    assert len(rows) == 8 and len(errors) == 1, rows  # the case the child was measuring when it was killed
+    assert "killed by SIGTERM" in errors[0]["error"]
+
+
+def test_a_sigterm_to_a_job_leaves_its_unrun_cases_missing(tmp_path, capsys):
+    """What Slurm's scancel (or preemption) does: SIGTERM to every process of the job at once. The job
+    stops at once; the case in flight and the rest stay missing (no `error` rows); a rerun runs them."""
+    config = sleepy_config(tmp_path)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", str(config), "--out", str(run_dir),
+                             "--executor", "submitit-local", "--quiet", "--no-table"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    events_path = run_dir / "shards" / "test_sleep-cpu.events.jsonl"
+    deadline = time.monotonic() + 90
+    while True:  # two cases recorded and the next one in flight
+        events = read_jsonl(events_path)
+        ends = [i for i, e in enumerate(events) if e["event"] == "case_end"]
+        if len(ends) >= 2 and any(e["event"] == "case_start" for e in events[ends[1]:]):
+            break
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
+        time.sleep(0.05)
+    job_pid = [e for e in events if e["event"] == "job_start"][-1]["pid"]
+    child_pid = [e for e in events if e["event"] == "child_start"][-1]["pid"]
+    for pid in (child_pid, job_pid):  # the child first: the job's own signal comes a moment later
+        os.kill(pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    output, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - signalled < 20, output  # at once, not after measuring the rest
+    assert proc.returncode == 1, output
+    assert "stopped by SIGTERM" in output and "incomplete: test_sleep-cpu" in output, output
+    events = read_jsonl(events_path)
+    assert [e["signal"] for e in events if e["event"] == "job_stopped"] == ["SIGTERM"]
+    assert not [e for e in events if e["event"] in ("job_end",) or e.get("by") == "parent"], events
+    done = case_statuses(read_jsonl(run_dir / "shards" / "test_sleep-cpu.jsonl"))
+    assert 2 <= len(done) < 8 and set(done.values()) == {"ok"}, done
+
+    capsys.readouterr()
+    assert cli.main(["collect", str(run_dir)]) == 1
+    report = capsys.readouterr().out
+    assert f"{len(done)}/8 cases have a final status" in report
+    assert "its job was stopped by SIGTERM" in report and "_log.out" in report and "_log.err" in report, report
+    assert cli.main(["sweep", str(config), "--out", str(run_dir), "--executor", "submitit-local",
+                     "--quiet", "--no-table"]) == 0
+    assert f"{len(done)} already recorded, {8 - len(done)} to run" in capsys.readouterr().err
     assert cli.main(["collect", str(run_dir)]) == 0
 
 
@@ -159,7 +232,47 @@ def test_slurm_submission_script_and_pickled_jobs(fake_slurm, tmp_path, capsys):
     assert cli.main(["collect", str(run_dir)]) == 1  # nothing ran: every case is missing, with its job's logs
     report = capsys.readouterr().out
     assert "0/18 cases have a final status" in report and "its job never started" in report
-    assert f"{folder.resolve()}/4242_0_0_log.out" in report
+    # the job's logs are not written yet: said so, with where they will be; no child log is named
+    assert "logs: none yet" in report and f"(not written: {folder.resolve()}/4242_0_0_log.out" in report
+    assert "measuring child's log" not in report and "test_ssast-cpu.log" not in report
+
+
+def test_a_waiting_slurm_sweep_ends_when_its_job_is_gone(fake_slurm, tmp_path):
+    """Without accounting (sacct fails), a job that left the queue without a result is dead: the sweep
+    ends with the missing-cases report instead of waiting forever."""
+    (fake_slurm / "squeue").write_text("#!/bin/sh\nexit 0\n")  # the queue is empty: the job is gone
+    (fake_slurm / "sacct").write_text('#!/bin/sh\necho "Slurm accounting storage is disabled" >&2\nexit 1\n')
+    for tool in ("squeue", "sacct"):
+        (fake_slurm / tool).chmod(0o755)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", "ci", "--out", str(run_dir),
+                             "--executor", "slurm", "--quiet", "--no-table"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the sweep still waits for a job that is gone:\n{proc.communicate()[0]}")
+    assert proc.returncode == 1, output
+    assert "left the Slurm queue without starting" in output, output
+    assert "0/18 cases have a final status" in output and "incomplete: test_ssast-cpu" in output, output
+    assert "sacct" not in output  # the wait never asks accounting
+
+
+def test_slurm_local_script_usage_and_root():
+    script = REPO / "scripts" / "slurm_local.sh"
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    if as_user and shutil.which("runuser") is None:
+        pytest.skip("runuser not found: cannot run the script as a non-root user")
+    for verb in ("start", "stop"):
+        out = subprocess.run([*as_user, "bash", str(script), verb], capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "SSAMBA_SLURM_DIR": "/nonexistent/ssamba-slurm"})
+        assert out.returncode != 0 and out.stdout == ""
+        assert out.stderr.strip().count("\n") == 0 and "needs root" in out.stderr and "sudo" in out.stderr, out
+
+
 
 
 def test_slurm_options_need_the_slurm_executor(tmp_path, capsys):
@@ -177,7 +290,9 @@ def test_slurm_executor_without_sbatch_is_an_error(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("PATH", str(empty))
     run_dir = tmp_path / "run"
     assert cli.main(["sweep", "ci", "--out", str(run_dir), "--executor", "slurm"]) == 2
-    assert "sbatch and srun not found on PATH" in capsys.readouterr().err
+    assert "sbatch, srun and squeue not found on PATH" in capsys.readouterr().err
+    assert cli.main(["sweep", "ci", "--out", str(run_dir), "--executor", "slurm", "--no-wait"]) == 2
+    assert "sbatch and srun not found on PATH" in capsys.readouterr().err  # --no-wait does not ask the queue
     assert not run_dir.exists()
 
 
@@ -193,11 +308,15 @@ def test_collect_needs_a_run_dir(tmp_path, capsys):
 
 
 def test_merge_is_idempotent(tmp_path):
-    store = RunStore(tmp_path)
-    rows = [{"case_id": "a" * 16, "attempt_id": "x1", "metric": "status", "status": "ok", "timestamp": "1"}]
+    from bench.harness.cases import Case
     from bench.store.jsonl import append_jsonl
+    from bench.store.schema import case_rows
 
-    append_jsonl(tmp_path / "shards" / "u-cpu.jsonl", rows)
+    store = RunStore(tmp_path)
+    case = Case(model="test_ssast", family="ssast", size="test", n_tokens=64, frames=128, batch=1, dtype="float32",
+                device="cpu", attn_impl="eager", scan_impl=None, protocol="steady")
+    rows = case_rows(case, run_id="r", env={}, status="error", error="x")
+    append_jsonl(tmp_path / "shards" / "u-cpu.jsonl", [*rows, {"not": "a row"}])  # only rows travel
     assert merge_shards(store) == 1
     assert merge_shards(store) == 0
     assert read_jsonl(store.results) == rows

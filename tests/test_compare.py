@@ -3,6 +3,8 @@
 import json
 import random
 
+import pytest
+
 from bench.cli import main
 from bench.store.schema import COLUMNS, SCHEMA_VERSION
 
@@ -136,3 +138,91 @@ def test_bad_input(tmp_path, capsys):
     (tmp_path / "policy.toml").write_text("[latency]\nthreshhold = 2\n")
     assert main(["compare", str(base), str(base), "--policy", str(tmp_path / "policy.toml")]) == 2
     assert "threshhold" in capsys.readouterr().err
+
+
+# --- hostile tables and policies: refused with one `error:` line (exit 2), or failed when nothing compared ---
+
+def one_error_line(capsys) -> str:
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def csv_without(tmp_path, column):
+    from bench.store.run_store import load
+
+    table = write_table(tmp_path / f"full-{column}", cases())
+    path = tmp_path / f"no-{column}.csv"
+    load(table).drop(columns=[column]).to_csv(path, index=False)
+    return table, path
+
+
+def test_table_without_value_column_is_refused(tmp_path, capsys):
+    base, no_value = csv_without(tmp_path, "value")
+    assert main(["compare", str(base), str(no_value)]) == 2
+    assert "value" in one_error_line(capsys)
+    assert main(["compare", str(no_value), str(no_value)]) == 2
+    assert "value" in one_error_line(capsys)
+
+
+def test_table_without_status_column_is_refused(tmp_path, capsys):
+    base, no_status = csv_without(tmp_path, "status")
+    assert main(["compare", str(base), str(no_status)]) == 2
+    assert "status" in one_error_line(capsys)
+    assert main(["table", str(no_status)]) == 2
+    assert "status" in one_error_line(capsys)
+
+
+def test_nothing_comparable_fails(tmp_path, capsys):
+    """Both tables have the same ok cases, but no value to compare (all null): not a pass."""
+    table = write_table(tmp_path / "base", cases())
+    rows = [json.loads(ln) for ln in (table / "results.jsonl").read_text().splitlines()]
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    (blank / "results.jsonl").write_text("".join(json.dumps(dict(r, value=None)) + "\n" for r in rows))
+    for policy in ("default", "ci"):
+        assert main(["compare", str(blank), str(blank), "--policy", policy]) == 1
+        out = capsys.readouterr().out
+        assert "nothing was comparable" in out.splitlines()[-1]
+
+
+def test_only_failed_cases_in_both_still_compares_statuses(tmp_path, capsys):
+    oom = cases(**{c: {"status": "oom"} for c in ("0000000000000001", "0000000000000002", "0000000000000003",
+                                                   "0000000000000004")})
+    code, out = run_compare(tmp_path, oom, oom, "--policy", "ci", capsys=capsys)
+    assert code == 0 and "SAME=4" in out.out
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("latency = 3\n", "[latency] must be a table"),
+    ("[latency]\nthreshold = nan\n", "finite"),
+    ("[latency]\nthreshold = 0.5\n", "threshold"),
+    ("[latency]\nalpha = 2.0\n", "alpha"),
+    ("[latency]\nalpha = \"x\"\n", "alpha must be a float"),
+    ("[memory]\nrtol = -1\n", "rtol"),
+    ("[memory]\nmetrics = 3\n", "metrics"),
+    ("[ratios]\ntolerance = inf\n", "finite"),
+    ("[status]\ngate = \"yes\"\n", "gate must be a boolean"),
+    ("[latency\n", "not valid TOML"),
+])
+def test_bad_policy_is_one_error_line(tmp_path, capsys, text, expected):
+    base = write_table(tmp_path / "base", cases())
+    (tmp_path / "policy.toml").write_text(text)
+    assert main(["compare", str(base), str(base), "--policy", str(tmp_path / "policy.toml")]) == 2
+    assert expected in one_error_line(capsys)
+
+
+def test_json_output_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
+    base = write_table(tmp_path / "base", cases())
+    assert main(["compare", str(base), str(base), "--json", str(tmp_path)]) == 2
+    assert "--json" in one_error_line(capsys)
+
+
+def test_hostile_samples_are_skipped(tmp_path, capsys):
+    base = write_table(tmp_path / "base", cases())
+    with open(base / "samples.jsonl", "a") as f:
+        f.write('{"case_id": "0000000000000001", "samples_s": "fast"}\n{"case_id": 5, "samples_s": [1]}\n'
+                '{"case_id": "0000000000000002", "samples_s": [NaN, 1.0]}\n7\n')
+    assert main(["compare", str(base), str(base)]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("warning: ") and "samples.jsonl" in err[0], err

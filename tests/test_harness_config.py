@@ -191,3 +191,125 @@ def test_a_model_spec_is_a_models_entry(tmp_path):
     cfg = load_config(write(tmp_path, 'models = ["test_harness_config:spec_test_model"]\ntokens = [64]\n'))
     (case,) = [c for c in expand(cfg) if c.attn_impl == "eager"]
     assert case.model == "spec_test_model" and case.family == "ssast"
+
+
+# --- numeric values: nan, inf, 0, negative and absurdly large, through --set and through TOML ----------
+
+HUGE_INT = str(10**30)
+PROBES = ("nan", "inf", "-inf", "0", "-1", "1e300", HUGE_INT, "1.5")
+# key -> (a value that must load, the probes that must load too; every other probe is one clear error)
+NUMERIC_KEYS = {
+    "timeout_s": ("5", ("1.5",)),
+    "budget_s": ("60", ("0", "1.5")),  # 0 = no budget
+    "threads": ("2", ("0",)),  # 0 = all usable cores
+    "seed": ("7", ("0",)),
+    "batch": ("2", ()),
+    "tokens": ("64", ()),
+    "frames": ("128", ()),
+    "steady.warmup_min": ("1", ()),
+    "steady.warmup_max": ("30", ()),
+    "steady.warmup_rtol": ("0.1", ("0", "1e300", HUGE_INT, "1.5")),  # 0: warm up to warmup_max; huge: stop at once
+    "steady.min_repeats": ("2", ()),
+    "steady.max_repeats": ("20", ()),
+    "steady.min_time_s": ("0.5", ("0", "1.5")),
+    "steady.max_time_s": ("2", ("0", "1.5")),  # 0: one timed call (at least one is always made)
+    "paper.runs": ("3", ()),
+}
+
+
+def _as_value(key: str, probe: str) -> str:
+    return f"[{probe}]" if key in ("tokens", "frames") else probe
+
+
+def _toml_with(key: str, value: str) -> str:
+    base = 'models = ["test_ssast"]\n' + ("" if key in ("tokens", "frames") else "tokens = [64]\n")
+    section, _, name = key.rpartition(".")
+    return base + (f"[{section}]\n{name} = {value}\n" if section else f"{name} = {value}\n")
+
+
+def _get(cfg, key: str):
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+@pytest.mark.parametrize("probe", PROBES)
+def test_numeric_values_work_or_are_one_clear_error(tmp_path, key, probe):
+    good, accepted = NUMERIC_KEYS[key]
+    assert load_config(write(tmp_path, _toml_with(key, _as_value(key, good)), "good.toml"))  # the key itself works
+    value = _as_value(key, probe)
+    for how, load in (("--set", lambda: load_config(write(tmp_path, MINIMAL), [f"{key}={value}"])),
+                      ("toml", lambda: load_config(write(tmp_path, _toml_with(key, value), "probe.toml")))):
+        if probe in accepted:
+            cfg = load()
+            got = _get(cfg, key)
+            assert float(got) == float(probe), (how, got)
+            continue
+        with pytest.raises(UserInputError) as err:
+            load()
+        message = str(err.value)
+        assert "\n" not in message and key.split(".")[-1] in message, (how, message)
+
+
+@pytest.mark.parametrize("cap", ["nan", "inf", "0", "0B", "-1", "-1GiB", "1e30", "99999999999TiB", "", " ", "0.4B"])
+def test_bad_memory_caps_are_one_clear_error(tmp_path, cap):
+    for assignment in (f"memory_cap={cap}", f"memory_cap='{cap}'"):
+        if cap == "" and assignment.endswith("="):
+            continue  # `memory_cap=` is a missing value, checked by parse_set
+        if cap in ("", " ") and "'" in assignment:
+            assert load_config(write(tmp_path, MINIMAL), [assignment]).memory_cap_bytes is None  # '' = none
+            continue
+        with pytest.raises(UserInputError, match="memory_cap"):
+            load_config(write(tmp_path, MINIMAL), [assignment])
+    for literal in ("nan", "inf", "-5", "0"):
+        with pytest.raises(UserInputError, match="memory_cap"):
+            load_config(write(tmp_path, MINIMAL + f"memory_cap = {literal}\n"))
+
+
+def test_memory_cap_as_a_byte_count(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL), ["memory_cap=1048576"]).memory_cap_bytes == 2**20
+    assert load_config(write(tmp_path, MINIMAL + "memory_cap = 1048576\n")).memory_cap_bytes == 2**20
+    assert load_config(write(tmp_path, MINIMAL), ["memory_cap=1MiB"]).memory_cap_bytes == 2**20
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("tokens = { start = 1, stop = 1000000000, step = 1 }", "more than"),
+    ("tokens = { start = 'a', stop = 10, step = 1 }", "start must be an integer"),
+    ("tokens = { start = nan, stop = 10, step = 1 }", "start must be an integer"),
+    ("tokens = { start = 1.5, stop = 10, step = 1 }", "start must be an integer"),
+    ("tokens = { start = 64, stop = inf, step = 1 }", "stop must be an integer"),
+    ("tokens = { start = 64, stop = 128, step = 0.5 }", "step must be an integer"),
+    ("tokens = { start = 64, stop = 128, factor = nan }", "factor"),
+    ("tokens = { start = 64, stop = 128, factor = inf }", "factor"),
+    ("tokens = { start = 64, stop = 128, factor = 'x' }", "factor"),
+    ("tokens = { start = 64, stop = 100000000000000000000, factor = 2 }", "tokens"),
+    ("max_tokens = { test_ssast = 0 }", "max_tokens"),
+    ("max_tokens = { test_ssast = 100000000000000000000 }", "max_tokens"),
+    ("model_options = { test_ssast = { drop = nan } }", "finite"),
+    ("timeout_s = 1e400", "finite"),
+])
+def test_bad_numbers_in_tables_are_one_clear_error(tmp_path, text, expected):
+    base = 'models = ["test_ssast"]\n' + ("" if text.startswith("tokens") else "tokens = [64]\n")
+    with pytest.raises(UserInputError, match=expected):
+        load_config(write(tmp_path, base + text + "\n"))
+
+
+@pytest.mark.parametrize("axis", ["batch", "dtype", "device", "attn_impl", "scan_impl", "protocol"])
+def test_an_empty_axis_is_one_clear_error(tmp_path, axis):
+    with pytest.raises(UserInputError, match=f"`{axis}` is empty"):
+        load_config(write(tmp_path, MINIMAL), [f"{axis}=[]"])
+
+
+def test_unreadable_config_is_one_error_line(tmp_path, capsys, monkeypatch):
+    path = write(tmp_path, MINIMAL)
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(Path, "read_text", denied)
+    code = cli.main(["sweep", str(path), "--out", str(tmp_path / "r"), "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Permission denied" in err[0], err

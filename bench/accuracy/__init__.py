@@ -9,5 +9,5 @@
     config.py         accuracy run configuration (bench/configs/accuracy*.toml)
     run.py            running one case, or a whole config (resumable), and the printed table
 CLI verbs: `pretrain` (bench/cli/pretrain.py), `finetune` (bench/cli/finetune.py), `accuracy`
-(bench/cli/accuracy.py).
+(bench/cli/accuracy.py); the options pretrain and finetune share: bench/cli/training_args.py.
 """

@@ -4,7 +4,8 @@ Each verb module exposes `add_arguments(parser)` and `run(args) -> int`, and kee
 (torch, models, pandas) inside `run`. The root parser is built from the table below without importing
 any verb module (asv and lm-evaluation-harness do the same), so `ssamba-bench --help` is instant;
 only the verb being run is imported. A `UserInputError` (any ValueError raised for bad input before
-work starts) is printed as one line `error: ...` with exit status 2, never as a traceback.
+work starts) is printed as one line `error: ...` with exit status 2, never as a traceback; so is an
+OSError of a path the user gave (an output directory that cannot be written, a full disk).
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path that cannot be read or written: the user's to fix, not a bug to trace
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: {err.strerror or err}{where} ({type(err).__name__}); check the path and free space, "
+              f"then rerun (finished results are kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -30,7 +30,10 @@ def run(args) -> int:
     cfg = load_config(args.config)
     out = Path(args.out) if args.out else Path("results/runs") / (
         datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{cfg.name}")
-    rows = run_config(cfg, out)
+    from bench.store.run_lock import RunLock
+
+    with RunLock(out):  # one session writes into a run directory at a time
+        rows = run_config(cfg, out)
     table = accuracy_table(rows)
     (out / "table.md").write_text(f"# {cfg.name}: {cfg.description}\n\n{table}\n")
     print(table)

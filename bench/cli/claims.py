@@ -10,7 +10,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `ssamba-bench sweep`")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run directories written by `ssamba-bench sweep`")
     parser.add_argument("--quiet", action="store_true", help="do not print the report")
     parser.add_argument("--allow-mixed-devices", action="store_true",
                         help="pair rows measured on different device models (each pairing names both)")

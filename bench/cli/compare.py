@@ -2,12 +2,16 @@
 
 BASELINE and NEW are run directories or results .csv/.parquet/.jsonl files. The policy (default:
 bench/policies/default.toml; `--policy ci` for shared CI runners) says what is gated and how.
+Exit status: 0 pass; 1 a gated regression, or nothing was comparable; 2 an input that is not a
+results table or a policy (one `error:` line).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from models.errors import UserInputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,5 +28,9 @@ def run(args) -> int:
     verdicts = compare(load_table(args.baseline), load_table(args.new), load_policy(args.policy))
     print(render(verdicts, show_same=args.all))
     if args.json:
-        Path(args.json).write_text(verdicts_json(verdicts))
+        try:
+            Path(args.json).write_text(verdicts_json(verdicts))
+        except OSError as err:
+            raise UserInputError(f"--json {args.json}: cannot write it ({err.strerror or err})") from None
+    # exit 1 also when nothing was comparable: the EMPTY verdict is gated
     return 1 if any(v.gated for v in verdicts) else 0

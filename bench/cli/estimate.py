@@ -9,19 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 
+from bench.cli.arg_types import positive_int
 from bench.common.vocabulary import ESTIMATE_DTYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a family (ssast, ssamba) with --size, or a full name (ssast_tiny)")
+    parser.add_argument("--model", required=True,
+                        help="a family (ssast, ssamba) with --size, or a full name (ssast_tiny)")
     parser.add_argument("--size", help="tiny, small or base (omit when --model is a full name)")
-    parser.add_argument("--tokens", type=int, required=True, help="patch tokens N (frames are derived from it)")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--tokens", type=positive_int, required=True,
+                        help="patch tokens N (frames are derived from it)")
+    parser.add_argument("--batch", type=positive_int, default=1)
     parser.add_argument("--dtype", default="float32", choices=sorted(ESTIMATE_DTYPES))
     parser.add_argument("--attn-impl", help="SSAST attention: eager (explicit scores) or sdpa (fused)")
     parser.add_argument("--scan-impl", help="SSAMBA scan backend (predicted as a fused scan)")
-    parser.add_argument("--fstride", type=int, default=16)
-    parser.add_argument("--tstride", type=int, default=16)
+    parser.add_argument("--fstride", type=positive_int, default=16)
+    parser.add_argument("--tstride", type=positive_int, default=16)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from bench.accuracy.cli_args import add_training_arguments, check_training_arguments
 from bench.accuracy.recipe import FinetuneRecipe
 from bench.accuracy.run import accuracy_table, digits_real_available, file_sha256, make_case, run_case
+from bench.cli.training_args import add_training_arguments, check_training_arguments
 from bench.data import check_task, read_manifest
 from bench.measure.env import collect_env
+from bench.store.run_lock import RunLock
 from bench.store.run_store import RunStore, latest_attempts
 from models.errors import UserInputError
 
@@ -54,13 +55,15 @@ def run(args) -> int:
     case = make_case(args.model, args.size, args.task, init, init_key, recipe, args.small)
     store = RunStore(args.out)
     env = collect_env(args.threads)
-    run_id = store.open("finetune", {"case": case.label(), "init": str(args.init), **dataclasses.asdict(recipe)}, env)
-    if store.statuses().get(case.case_id) == "ok":
-        print(f"skip {case.label()}: already recorded ok in {args.out}")
-    else:
-        run_case(case, init_path, store, run_id, env, cache=args.cache,
-                 digits_real=args.task == "kws" and digits_real_available(args.cache, args.small))
-    store.export()
+    with RunLock(store.dir):  # one session writes into a run directory at a time
+        run_id = store.open("finetune", {"case": case.label(), "init": str(args.init), **dataclasses.asdict(recipe)},
+                            env)
+        if store.statuses().get(case.case_id) == "ok":
+            print(f"skip {case.label()}: already recorded ok in {args.out}")
+        else:
+            run_case(case, init_path, store, run_id, env, cache=args.cache,
+                     digits_real=args.task == "kws" and digits_real_available(args.cache, args.small))
+        store.export()
     rows = [r for r in latest_attempts(store.rows()) if r["case_id"] == case.case_id]
     print(accuracy_table(rows))
     return 0 if all(r["status"] == "ok" for r in rows) else 1

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from bench.accuracy.checkpoint import registry_name, save_pretrained
-from bench.accuracy.cli_args import add_training_arguments, check_training_arguments
 from bench.accuracy.pretrain_loop import pretrain
 from bench.accuracy.recipe import PretrainRecipe
+from bench.cli.training_args import add_training_arguments, check_training_arguments
 from bench.data import check_task, read_manifest
 
 

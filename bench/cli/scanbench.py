@@ -24,31 +24,33 @@ import json
 import os
 from pathlib import Path
 
+from bench.cli.arg_types import nonnegative_float, positive_int, positive_int_list
 from models.errors import UserInputError
 
 DEFAULT_LENGTHS = (512, 2048, 8192, 22000)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lengths", default=",".join(map(str, DEFAULT_LENGTHS)),
+    parser.add_argument("--lengths", type=positive_int_list, default=list(DEFAULT_LENGTHS),
                         help="comma-separated sequence lengths L (default: %(default)s)")
     parser.add_argument("--impls", default=None,
                         help="comma-separated backends (default: reference,chunked and the device's fast one)")
-    parser.add_argument("--batch", type=int, default=1, help="batch B (default: %(default)s)")
-    parser.add_argument("--dim", type=int, default=384, help="channels E (default: %(default)s, SSAMBA-tiny)")
-    parser.add_argument("--state", type=int, default=16, help="state size N (default: %(default)s)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="batch B (default: %(default)s)")
+    parser.add_argument("--dim", type=positive_int, default=384, help="channels E (default: %(default)s, SSAMBA-tiny)")
+    parser.add_argument("--state", type=positive_int, default=16, help="state size N (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per backend (default: %(default)s)")
-    parser.add_argument("--slow-seconds", type=float, default=1.0,
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeats", type=positive_int, default=5,
+                        help="timed calls per backend (default: %(default)s)")
+    parser.add_argument("--slow-seconds", type=nonnegative_float, default=1.0,
                         help="a backend whose warm-up call took longer gets --slow-repeats timed calls "
                              "(default: %(default)s)")
-    parser.add_argument("--slow-repeats", type=int, default=2, help="(default: %(default)s)")
+    parser.add_argument("--slow-repeats", type=positive_int, default=2, help="(default: %(default)s)")
     parser.add_argument("--contiguous", action="store_true",
                         help="contiguous (B, E, L) inputs instead of the model's layouts")
     parser.add_argument("--backward", action="store_true",
                         help="time forward + backward (autograd) instead of the no-grad forward")
-    parser.add_argument("--matmul-size", type=int, default=2048,
+    parser.add_argument("--matmul-size", type=positive_int, default=2048,
                         help="n of the n x n x n fp32 matmul timed as the yardstick (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write rows and environment to this file")
@@ -69,9 +71,7 @@ def run(args) -> int:
     from bench.measure.timing import make_timer
     from models.scan.cpu import cpu_ext_available, cpu_ext_error
 
-    lengths = [int(x) for x in str(args.lengths).split(",") if x.strip()]
-    if not lengths or min(lengths) < 1:
-        raise UserInputError("--lengths needs positive integers")
+    lengths = args.lengths
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device != "cpu" and not torch.cuda.is_available():

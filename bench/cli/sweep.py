@@ -142,9 +142,18 @@ def run(args) -> int:
         print(f"{len(cases)} cases")
         return 0
     run_dir = _run_dir(args, cfg.name)
-    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "run.json").exists():
+    from bench.store.run_lock import LOCK_FILE, RunLock
+
+    if run_dir.exists() and not (run_dir / "run.json").exists() and (
+            not run_dir.is_dir() or any(p.name != LOCK_FILE for p in run_dir.iterdir())):
         raise UserInputError(f"{run_dir} exists and is not a run directory; choose another --out")
 
+    with RunLock(run_dir):  # one session writes into a run directory at a time
+        return _session(args, cfg, cases, run_dir, retry, opts)
+
+
+def _session(args, cfg, cases, run_dir: Path, retry: set[str], opts) -> int:
+    """One session of a sweep in its (locked) run directory: plan what is left, run it, report."""
     from bench.harness.completeness import write_cases
     from bench.harness.resume import cases_to_run
     from bench.harness.settings import RunSettings

@@ -5,7 +5,9 @@ dataclasses with a default and a help string per field (nanoGPT's GPTConfig, opt
 configs). `build(cls, table, where)` turns a parsed TOML table into one, by the fields' declared
 types, with the same rules for every config:
 
-    int / float / str / bool     that type (an int is accepted for a float; a bool is never a number)
+    int / float / str / bool     that type (an int is accepted for a float; a bool is never a number; a
+                                 float must be finite, an int must fit 64 bits: TOML accepts nan, inf
+                                 and integers of any size, no setting means them)
     tuple[X, ...]                one X or a list of them
     dict                         a table
     a dataclass                  a [section] table, checked recursively
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from pathlib import Path
@@ -33,6 +36,8 @@ ACCURACY_PREFIX = "accuracy"  # bench/configs/accuracy*.toml are `ssamba-bench a
 LOADER_FIELDS = ("source",)  # fields the loader sets, never the file
 
 _TYPE_WORDS = {int: "an integer", float: "a float", str: "a string", bool: "a boolean"}
+INT64 = (-(2**63), 2**63 - 1)
+MAX_BYTES = 2**50  # 1 PiB: a byte size above it is a typo, not a machine (and must fit 64-bit limits)
 
 
 def suggest(key: str, valid) -> str:
@@ -48,8 +53,27 @@ def _scalar(kind: type, key: str, value: Any, where: str, *, in_list: bool = Fal
     ok = isinstance(value, (int, float) if kind is float else kind) and (kind is bool or not isinstance(value, bool))
     if not ok:
         also = " or a list of them" if in_list else ""
-        raise UserInputError(f"{where}: {key} must be {_TYPE_WORDS[kind]}{also}, got {value!r}")
-    return float(value) if kind is float else value
+        raise UserInputError(f"{where}: {key} must be {_TYPE_WORDS[kind]}{also}, got {short_repr(value)}")
+    if kind is float:
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
+            raise UserInputError(f"{where}: {key} must be a finite number, got {short_repr(value)}")
+        return number
+    if kind is int and not INT64[0] <= value <= INT64[1]:
+        raise UserInputError(f"{where}: {key} must fit in 64 bits, got {short_repr(value)}")
+    return value
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """repr() for an error line: a hostile value (a 10,000-digit integer, a long table) stays short."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int (or a list holding one) too long for repr: Python caps int-to-str
+        return "a number too long to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def coerce(kind, key: str, value: Any, where: str):
@@ -98,16 +122,22 @@ def describe_fields(cls, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def parse_bytes(text: str | int) -> int:
-    """'8GiB' -> 8589934592; '512MB' -> 512000000; plain integers are bytes."""
-    if isinstance(text, int):
-        return text
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]i?B|B)?\s*", str(text), flags=re.IGNORECASE)
-    if not match:
-        raise UserInputError(f"memory_cap {text!r} is not a size; write e.g. '8GiB', '512MiB' or a byte count")
-    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
-    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
-    return int(number * scale)
+    """'8GiB' -> 8589934592; '512MB' -> 512000000; plain integers are bytes. At least one byte and at
+    most MAX_BYTES, else a UserInputError."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        size = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]{0,20}\.?[0-9]{1,20})\s*([KMGT]i?B|B)?\s*", str(text), flags=re.IGNORECASE)
+        if not match:
+            raise UserInputError(f"memory_cap {short_repr(text)} is not a size; write e.g. '8GiB', '512MiB' or a "
+                                 f"byte count")
+        number, unit = float(match.group(1)), (match.group(2) or "B").upper()
+        scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
+        size = int(number * scale)
+    if not 1 <= size <= MAX_BYTES:
+        raise UserInputError(f"memory_cap {short_repr(text)} must be between 1 byte and {MAX_BYTES // 2**40} TiB")
+    return size
 
 
 def parse_set(assignment: str) -> tuple[list[str], Any]:
@@ -122,7 +152,7 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
         raise UserInputError(f"--set {assignment!r}: missing value after '='")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # TOMLDecodeError; an integer of thousands of digits; absurd nesting
         if raw[0] in "[{\"'":
             raise UserInputError(f"--set {assignment!r}: {raw!r} is not a valid TOML value") from None
         value = raw  # a bare word: memory_cap=8GiB, device=cpu
@@ -142,10 +172,22 @@ def apply_set(table: dict, assignment: str) -> list[str]:
 
 
 def read_toml(path: Path) -> dict:
+    """A TOML file's table; a file that cannot be read or is not UTF-8 TOML is one UserInputError."""
     try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise UserInputError(f"{path}: not valid TOML: {err}") from None
+        data = path.read_bytes()
+    except OSError as err:  # a directory, no permission, an I/O error
+        raise UserInputError(f"{path}: cannot read it ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"{path}: not a TOML file (not UTF-8 text: byte {err.start} is {data[err.start]:#04x})") \
+            from None
+    try:
+        return tomllib.loads(text)
+    except ValueError as err:  # TOMLDecodeError, or an integer of thousands of digits
+        raise UserInputError(f"{path}: not valid TOML: {str(err)[:200]}") from None
+    except RecursionError:
+        raise UserInputError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def resolve_path(config: str, *, accuracy: bool = False) -> Path:

@@ -54,8 +54,16 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         x = torch.empty(batch, frames, net.grid.n_mels, dtype=torch_dtype)
     weights_bytes = sum(t.untyped_storage().nbytes() for t in model_tensors(net))
     flop_counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_as_fused_op(), flop_counter:
-        resident_bytes, peak_bytes = measure_tensor_bytes(lambda: net(x), model_tensors(net, x), device_type="meta")
+    try:
+        with torch.no_grad(), sdpa_as_fused_op(), flop_counter:
+            resident_bytes, peak_bytes = measure_tensor_bytes(lambda: net(x), model_tensors(net, x),
+                                                              device_type="meta")
+    except RuntimeError as err:
+        if "overflow" not in str(err):
+            raise
+        # e.g. eager attention's (B, H, N, N) scores past 2^63 elements: no device could hold them
+        raise UserInputError(f"{model} at {n_tokens} tokens, batch {batch}: a tensor of the forward would have "
+                             f"more than 2^63 bytes; no device holds it (ask for fewer tokens)") from None
     info = net.describe()
     return {
         "model": model,

@@ -3,7 +3,8 @@
 `write_cases` records every case of a sweep in RUN_DIR/cases.json when a session starts; `check_run` compares
 it (or, for runs without it, the config in run.json expanded here) with the latest statuses, the
 jobs submitted (shards/jobs.jsonl) and the jobs' start/end markers; `describe` is the report of
-`ssamba-bench collect`: counts, missing cases by unit with their job's logs, failed cases.
+`ssamba-bench collect`: counts, missing cases by unit with their job's logs (only files that exist; for
+the others, where they will be), failed cases.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness.cases import Case, unit_name
-from bench.store.jsonl import read_jsonl
 from bench.store.run_store import RunStore, latest_attempts
-from bench.store.shards import JOBS_FILE, SHARDS_DIR
+from bench.store.shards import SHARDS_DIR, existing_logs, read_events, read_jobs
 
 CASES_FILE = "cases.json"
 
@@ -59,6 +59,7 @@ class Report:
     jobs: dict[str, dict]  # unit -> latest job record (jobs.jsonl)
     unfinished_jobs: dict[str, dict]  # unit -> job_start event without a job_end after it
     ended_jobs: set[str] = dataclasses.field(default_factory=set)  # units whose last job ended normally
+    stopped_jobs: dict[str, dict] = dataclasses.field(default_factory=dict)  # unit -> job_stopped event (scancel...)
 
     @property
     def complete(self) -> bool:
@@ -72,21 +73,58 @@ def check_run(store: RunStore) -> Report:
     missing = [c for c in cases if c["case_id"] not in statuses] if cases is not None else []
     failed = [r for r in rows if r["metric"] == "status" and r["status"] != "ok"]
     jobs: dict[str, dict] = {}
-    for record in read_jsonl(store.dir / SHARDS_DIR / JOBS_FILE):
+    for record in read_jobs(store.dir):
         jobs[record["unit"]] = record
-    unfinished, ended = {}, set()
+    unfinished, ended, stopped = {}, set(), {}
     for events in sorted((store.dir / SHARDS_DIR).glob("*.events.jsonl")):
         unit, last_start = events.name.removesuffix(".events.jsonl"), None
-        for e in read_jsonl(events):
+        for e in read_events(events):
             if e["event"] == "job_start":
                 last_start = e
                 ended.discard(unit)
-            elif e["event"] == "job_end":
+                stopped.pop(unit, None)
+            elif e["event"] in ("job_end", "job_stopped"):
                 last_start = None
-                ended.add(unit)
+                if e["event"] == "job_end":
+                    ended.add(unit)
+                else:
+                    stopped[unit] = e
         if last_start is not None:
             unfinished[unit] = last_start
-    return Report(None if cases is None else len(cases), statuses, missing, failed, jobs, unfinished, ended)
+    return Report(None if cases is None else len(cases), statuses, missing, failed, jobs, unfinished, ended, stopped)
+
+
+def _job_state(report: Report, unit: str) -> str:
+    """Why a unit's cases are missing, from its job's markers."""
+    if unit in report.unfinished_jobs:
+        start = report.unfinished_jobs[unit]
+        return (f"its job did not finish (killed, timed out or still running; "
+                f"host {start.get('host')}, pid {start.get('pid')})")
+    if unit in report.stopped_jobs:
+        stop = report.stopped_jobs[unit]
+        if stop.get("signal"):
+            return f"its job was stopped by {stop['signal']} (scancel, preemption or its time limit) before running them"
+        return (f"its job stopped on {stop.get('reason')} (submitit's signal near the time limit or on preemption, "
+                f"or an error: see its logs)")
+    if unit in report.ended_jobs:
+        return "its job ended before running them (time budget spent?)"
+    return "its job never started (queued, or failed at start: see its logs)" if report.jobs.get(unit) \
+        else "no job was submitted for it"
+
+
+def _log_lines(job: dict | None, child_log: Path) -> list[str]:
+    """The logs of a unit's job and measuring child that exist; for a job's that do not, where they will be."""
+    lines = []
+    if job:
+        present, absent = existing_logs([job.get("stdout"), job.get("stderr")])
+        logs = "  ".join(present) if present else "none yet"
+        lines.append(f"    job {job['job_id']} ({job['executor']}); logs: {logs}")
+        if absent:
+            lines.append(f"    (not written: {'  '.join(absent)}: the job has not started, or its node writes "
+                         f"them to a filesystem this machine does not see)")
+    if child_log.exists():
+        lines.append(f"    measuring child's log: {child_log}")
+    return lines
 
 
 def describe(report: Report, run_dir: Path) -> str:
@@ -102,26 +140,14 @@ def describe(report: Report, run_dir: Path) -> str:
     for case in report.missing:
         by_unit.setdefault(case["unit"], []).append(case)
     for unit, cases in by_unit.items():
-        job = report.jobs.get(unit)
-        if unit in report.unfinished_jobs:
-            start = report.unfinished_jobs[unit]
-            state = (f"its job did not finish (killed, timed out or still running; "
-                     f"host {start.get('host')}, pid {start.get('pid')})")
-        elif unit in report.ended_jobs:
-            state = "its job ended before running them (time budget spent?)"
-        else:
-            state = "its job never started (queued, or failed at start: see its logs)" if job \
-                else "no job was submitted for it"
-        lines.append(f"incomplete: {unit}: {len(cases)} case(s) missing; {state}")
+        lines.append(f"incomplete: {unit}: {len(cases)} case(s) missing; {_job_state(report, unit)}")
         for case in cases[:5]:
             lines.append(f"    {case['case_id']}  {case['label']}")
         if len(cases) > 5:
             lines.append(f"    ... and {len(cases) - 5} more")
-        if job:
-            lines.append(f"    job {job['job_id']} ({job['executor']}); logs: {job['stdout']}  {job['stderr']}")
-        lines.append(f"    measuring child's log: {Path(run_dir) / 'logs' / (unit + '.log')}")
+        lines.extend(_log_lines(report.jobs.get(unit), Path(run_dir) / "logs" / f"{unit}.log"))
     for row in report.failed:
-        unit = unit_name(row["model"], row["device"])
+        log = Path(run_dir) / "logs" / f"{unit_name(row['model'], row['device'])}.log"
         lines.append(f"failed: {row['case_id']} {row['model']} {row['n_tokens']} tok: {row['status']}: "
-                     f"{row['error']} (log: {Path(run_dir) / 'logs' / (unit + '.log')})")
+                     f"{row['error']}" + (f" (log: {log})" if log.exists() else ""))
     return "\n".join(lines)

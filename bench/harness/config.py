@@ -10,11 +10,16 @@ each a list or a range table: `{start, stop, step}` (arithmetic, stop included) 
 `{start, stop, factor}` (geometric). `--set key=value` overrides use the same names; nested keys are
 dotted (`steady.max_time_s=5`) and values are TOML (`tokens=[128,256]`, `memory_cap="2GiB"`; bare
 words are taken as strings).
+
+Numbers are checked against what can run: no nan or infinity anywhere (the validator), sizes and
+counts from 1 to MAX_SIZE, times up to MAX_SECONDS, at most MAX_AXIS_VALUES values per axis; a value
+outside is one error naming the key, before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,52 +32,100 @@ from bench.common.config_fields import (
     parse_bytes,
     read_toml,
     resolve_path,
+    short_repr,
     unknown_key_error,
 )
 from bench.common.vocabulary import DTYPE_ALIASES, PROTOCOLS, SWEEP_DTYPES
 from bench.measure.protocol_settings import PaperConfig, SteadyConfig
 from models.errors import UserInputError
 
+# Bounds of what can run. Sizes and counts (token counts, frames, batch sizes, repeats, runs): torch's
+# kernels index with 32-bit integers, and nothing above this fits a machine anyway.
+MAX_SIZE = 2**31 - 1
+MAX_AXIS_VALUES = 10_000  # values of one axis: a range table with step 1 up to 10**9 would never expand
+MAX_SECONDS = 30 * 86400  # timeouts, budgets, protocol time caps: beyond 30 days it is a typo
+MAX_THREADS = 1024  # torch intra-op threads; more is a typo (0 = all usable cores)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _range_int(value: Any, key: str, part: str, where: str) -> int:
+    if not _is_int(value):
+        raise UserInputError(f"{where}: {key} {part} must be an integer, got {short_repr(value)}")
+    return value
+
+
+def _axis_range(value: dict, key: str, where: str) -> list[int]:
+    """{start, stop, step} (arithmetic) or {start, stop, factor} (geometric), stop included."""
+    allowed = {"start", "stop", "step", "factor"}
+    for k in value:
+        if k not in allowed:
+            raise unknown_key_error(f"{where}: {key}", k, allowed)
+    for k in ("start", "stop"):
+        if k not in value:
+            raise UserInputError(f"{where}: {key} range needs {k!r}")
+    if ("step" in value) == ("factor" in value):
+        raise UserInputError(f"{where}: {key} range needs exactly one of 'step' (arithmetic) "
+                             f"or 'factor' (geometric)")
+    start, stop = _range_int(value["start"], key, "start", where), _range_int(value["stop"], key, "stop", where)
+    if start < 1 or stop < start or stop > MAX_SIZE:
+        raise UserInputError(f"{where}: {key} range must have 1 <= start <= stop <= {MAX_SIZE}, "
+                             f"got {short_repr(start)}..{short_repr(stop)}")
+    if "step" in value:
+        step = _range_int(value["step"], key, "step", where)
+        if step < 1:
+            raise UserInputError(f"{where}: {key} step must be >= 1")
+        count = (stop - start) // step + 1
+        if count > MAX_AXIS_VALUES:
+            raise UserInputError(f"{where}: {key} range gives {count} values, more than {MAX_AXIS_VALUES}")
+        return list(range(start, stop + 1, step))
+    factor = value["factor"]
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not math.isfinite(factor) or factor <= 1:
+        raise UserInputError(f"{where}: {key} factor must be a finite number > 1, got {short_repr(factor)}")
+    out, v = [], start
+    while v <= stop:
+        out.append(v)
+        if len(out) > MAX_AXIS_VALUES:
+            raise UserInputError(f"{where}: {key} range gives more than {MAX_AXIS_VALUES} values")
+        nxt = v * factor  # a float: beyond stop (+1 for rounding) the axis ends, so int() never sees inf
+        v = max(v + 1, int(round(nxt))) if nxt <= stop + 1 else stop + 1
+    return out
+
 
 def parse_axis(value: Any, key: str, where: str) -> tuple[int, ...]:
-    """`tokens` / `frames`: a list of ints, or {start, stop, step} or {start, stop, factor}."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,)
-    if isinstance(value, list):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise UserInputError(f"{where}: {key} must be a list of integers, got {value!r}")
-        return tuple(value)
-    if isinstance(value, dict):
-        allowed = {"start", "stop", "step", "factor"}
-        for k in value:
-            if k not in allowed:
-                raise unknown_key_error(f"{where}: {key}", k, allowed)
-        try:
-            start, stop = int(value["start"]), int(value["stop"])
-        except KeyError as missing:
-            raise UserInputError(f"{where}: {key} range needs {missing.args[0]!r}") from None
-        if ("step" in value) == ("factor" in value):
-            raise UserInputError(f"{where}: {key} range needs exactly one of 'step' (arithmetic) "
-                                 f"or 'factor' (geometric)")
-        if start < 1 or stop < start:
-            raise UserInputError(f"{where}: {key} range must have 1 <= start <= stop, got {start}..{stop}")
-        out, v = [], start
-        if "step" in value:
-            step = int(value["step"])
-            if step < 1:
-                raise UserInputError(f"{where}: {key} step must be >= 1")
-            while v <= stop:
-                out.append(v)
-                v += step
-        else:
-            factor = float(value["factor"])
-            if factor <= 1:
-                raise UserInputError(f"{where}: {key} factor must be > 1")
-            while v <= stop:
-                out.append(v)
-                v = max(v + 1, int(round(v * factor)))
-        return tuple(out)
-    raise UserInputError(f"{where}: {key} must be a list of integers or a range table, got {value!r}")
+    """`tokens` / `frames`: a list of ints, or {start, stop, step} or {start, stop, factor}; each
+    value from 1 to MAX_SIZE, at most MAX_AXIS_VALUES of them."""
+    if _is_int(value):
+        values = [value]
+    elif isinstance(value, list):
+        if not all(_is_int(v) for v in value):
+            raise UserInputError(f"{where}: {key} must be a list of integers, got {short_repr(value)}")
+        values = value
+    elif isinstance(value, dict):
+        values = _axis_range(value, key, where)
+    else:
+        raise UserInputError(f"{where}: {key} must be a list of integers or a range table, got {short_repr(value)}")
+    for v in values:
+        if not 1 <= v <= MAX_SIZE:
+            raise UserInputError(f"{where}: {key} must be between 1 and {MAX_SIZE}, got {short_repr(v)}")
+    if len(values) > MAX_AXIS_VALUES:
+        raise UserInputError(f"{where}: {key} has {len(values)} values, more than {MAX_AXIS_VALUES}")
+    return tuple(values)
+
+
+def parse_memory_cap(value: Any, key: str, where: str) -> str:
+    """`memory_cap`: a size ('8GiB'), a byte count, or '' (none); checked now, kept as text."""
+    if isinstance(value, str) and not value.strip():
+        return ""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise UserInputError(f"{where}: {key} must be a size such as '8GiB' or a byte count, got {short_repr(value)}")
+    try:
+        parse_bytes(value)
+    except UserInputError as err:
+        raise UserInputError(f"{where}: {err}") from None
+    return str(value).strip()
 
 
 def _table_of(kind: type, shape: str, value: Any, key: str, where: str) -> dict:
@@ -91,6 +144,11 @@ def parse_model_options(value: Any, key: str, where: str) -> dict:
     if not ok:
         raise UserInputError(f"{where}: model_options must be a table of model/family = {{ option = value "
                              f"or [values] }}, e.g. {{ aum = {{ mixer = ['fo_bi', 'bi_bi'] }} }}")
+    for model, opts in value.items():
+        for name, v in opts.items():
+            for item in v if isinstance(v, list) else [v]:
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise UserInputError(f"{where}: model_options {model}.{name} must be finite, got {item!r}")
     return {model: dict(opts) for model, opts in value.items()}
 
 
@@ -120,8 +178,9 @@ class SweepConfig:
     protocol: tuple[str, ...] = field(default=("steady",), metadata={"help": "steady | paper"})
     threads: int = field(default=0, metadata={"help": "torch intra-op threads in each child; 0 = all usable cores"})
     memory_cap: str = field(default="", metadata={
-        "help": "emulated device capacity, e.g. '8GiB': an address-space limit on CPU "
-                "(above the child's baseline), the per-process memory fraction on CUDA; '' = none"})
+        "help": "emulated device capacity, e.g. '8GiB' or a byte count: an address-space limit on CPU "
+                "(above the child's baseline), the per-process memory fraction on CUDA; '' = none",
+        "parse": parse_memory_cap})
     timeout_s: float = field(default=600.0, metadata={
         "help": "hard limit per case (build + measure); the child is killed"})
     budget_s: float = field(default=0.0, metadata={
@@ -181,6 +240,9 @@ def check_config(cfg: SweepConfig, where: str) -> None:
         raise UserInputError(f"{where}: `models` is empty; list registry names or families")
     if bool(cfg.tokens) == bool(cfg.frames):
         raise UserInputError(f"{where}: give exactly one of `tokens` or `frames`")
+    for axis in ("batch", "dtype", "device", "attn_impl", "scan_impl", "protocol"):
+        if not getattr(cfg, axis):  # an empty axis would silently leave out every case (or a model's)
+            raise UserInputError(f"{where}: `{axis}` is empty; give at least one value")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
         raise UserInputError(f"{where}: name {cfg.name!r} may use letters, digits, '_', '-', '.' only")
     for d in cfg.dtype:
@@ -190,30 +252,50 @@ def check_config(cfg: SweepConfig, where: str) -> None:
         if p not in PROTOCOLS:
             raise UserInputError(f"{where}: unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
     for b in cfg.batch:
-        if b < 1:
-            raise UserInputError(f"{where}: batch sizes must be >= 1, got {b}")
+        if not 1 <= b <= MAX_SIZE:
+            raise UserInputError(f"{where}: batch sizes must be between 1 and {MAX_SIZE}, got {short_repr(b)}")
+    for name, limit in cfg.max_tokens.items():
+        if not 1 <= limit <= MAX_SIZE:
+            raise UserInputError(f"{where}: max_tokens {name} must be between 1 and {MAX_SIZE}, "
+                                 f"got {short_repr(limit)}")
     for dev in cfg.device:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", dev):
             raise UserInputError(f"{where}: unknown device {dev!r}; use cpu, cuda or cuda:N")
     if cfg.tf32 not in ("default", "on", "off"):
         raise UserInputError(f"{where}: tf32 must be 'default', 'on' or 'off', got {cfg.tf32!r}")
-    if cfg.threads < 0:
-        raise UserInputError(f"{where}: threads must be >= 0 (0 = all usable cores)")
-    if cfg.timeout_s <= 0:
-        raise UserInputError(f"{where}: timeout_s must be > 0")
-    if cfg.budget_s < 0:
-        raise UserInputError(f"{where}: budget_s must be >= 0 (0 = no budget)")
+    if not 0 <= cfg.threads <= MAX_THREADS:
+        raise UserInputError(f"{where}: threads must be between 0 (all usable cores) and {MAX_THREADS}, "
+                             f"got {short_repr(cfg.threads)}")
+    if not 0 < cfg.timeout_s <= MAX_SECONDS:
+        raise UserInputError(f"{where}: timeout_s must be > 0 and at most {MAX_SECONDS} (30 days), "
+                             f"got {cfg.timeout_s:g}")
+    if not 0 <= cfg.budget_s <= MAX_SECONDS:
+        raise UserInputError(f"{where}: budget_s must be between 0 (no budget) and {MAX_SECONDS} (30 days), "
+                             f"got {cfg.budget_s:g}")
+    if cfg.seed < 0:
+        raise UserInputError(f"{where}: seed must be >= 0, got {cfg.seed}")
     if cfg.memory_cap:
         parse_bytes(cfg.memory_cap)
     for producer in cfg.extra_metrics:
         if ":" not in producer:
             raise UserInputError(f"{where}: extra_metrics entry {producer!r} must be 'module:function'")
     s = cfg.steady
-    if not (1 <= s.warmup_min <= s.warmup_max and 1 <= s.min_repeats <= s.max_repeats):
+    for name in ("warmup_min", "warmup_max", "min_repeats", "max_repeats"):
+        if not 1 <= getattr(s, name) <= MAX_SIZE:
+            raise UserInputError(f"{where}: [steady] {name} must be between 1 and {MAX_SIZE}, "
+                                 f"got {short_repr(getattr(s, name))}")
+    if not (s.warmup_min <= s.warmup_max and s.min_repeats <= s.max_repeats):
         raise UserInputError(f"{where}: [steady] needs 1 <= warmup_min <= warmup_max and "
                              f"1 <= min_repeats <= max_repeats")
-    if cfg.paper.runs < 1:
-        raise UserInputError(f"{where}: [paper] runs must be >= 1")
+    if s.warmup_rtol < 0:  # 0 is allowed: never stable, so the warm-up runs to warmup_max
+        raise UserInputError(f"{where}: [steady] warmup_rtol must be >= 0, got {s.warmup_rtol:g}")
+    for name in ("min_time_s", "max_time_s"):  # max_time_s 0: one timed call (one is always made)
+        if not 0 <= getattr(s, name) <= MAX_SECONDS:
+            raise UserInputError(f"{where}: [steady] {name} must be between 0 and {MAX_SECONDS} (30 days), "
+                                 f"got {getattr(s, name):g}")
+    if not 1 <= cfg.paper.runs <= MAX_SIZE:
+        raise UserInputError(f"{where}: [paper] runs must be between 1 and {MAX_SIZE}, "
+                             f"got {short_repr(cfg.paper.runs)}")
 
 
 def config_keys() -> list[tuple[str, str]]:

@@ -9,18 +9,23 @@
     `error` row, or `oom` when the cgroup's OOM-kill counter moved;
   - a child that fails before running anything (import error, hang at start-up): every case of the
     unit becomes an `error` row naming the child's log, instead of a loop of restarts;
-  - the session's budget: past it, the case in flight is dropped unrecorded (a resume runs it).
+  - the session's budget: past it, the case in flight is dropped unrecorded (a resume runs it);
+  - a stop request (`stopping_on`: a cluster job's SIGTERM from scancel, preemption or its time limit):
+    the child is killed at once and the case in flight and the rest stay unrecorded, so a rerun runs
+    them. Without it (the local executor), a child killed by a signal is an `error` row as before.
 After a kill, the series gate (bench/harness/series_gate.py) records the larger token counts of a
 failed series as skipped. The parent never imports torch; only children measure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +40,9 @@ from bench.store.schema import case_rows
 
 CHILD_STARTUP_TIMEOUT_S = 300.0  # importing torch on a loaded machine; a hang beyond this is a failure
 POLL_S = 0.2
+# Slurm signals every process of a job at once: the child may die of the signal a moment before this
+# process's own handler runs. A child killed by a stop signal waits this long for this process's own.
+STOP_GRACE_S = 3.0
 
 
 class Progress:
@@ -49,18 +57,55 @@ class Progress:
 class SweepOutcome:
     statuses: dict[str, str] = field(default_factory=dict)  # case_id -> status, recorded this session
     budget_exhausted: bool = False  # cases left unrecorded (a later session resumes them)
+    stopped_by: str | None = None  # the signal that stopped this process (cases left unrecorded), e.g. "SIGTERM"
 
 
 def run_isolated(cases: list[Case], store: RunStore, settings: RunSettings, env: dict,
                  progress: Progress | None = None) -> SweepOutcome:
-    """Run every case, one spawned child per unit, until done or the sweep's budget is spent."""
+    """Run every case, one spawned child per unit, until done, the sweep's budget is spent or a stop
+    is requested (`stopping_on`)."""
     outcome = SweepOutcome()
     for unit in group_units(cases):
-        if settings.budget.spent() or not UnitSupervisor(unit, store, settings, env, progress or Progress(),
-                                                         outcome.statuses).run():
-            outcome.budget_exhausted = True
+        ended = "stopped" if _STOP.signum else "budget" if settings.budget.spent() else \
+            UnitSupervisor(unit, store, settings, env, progress or Progress(), outcome.statuses).run()
+        outcome.budget_exhausted = ended == "budget"
+        outcome.stopped_by = signal.Signals(_STOP.signum).name if ended == "stopped" else None
+        if ended != "done":
             break
     return outcome
+
+
+# --- stopping on request --------------------------------------------------------------------------
+
+class _StopRequest:
+    """The signals that stop this process's supervisor (while `stopping_on` holds) and the one received."""
+
+    signums: tuple[int, ...] = ()
+    signum: int | None = None
+
+
+_STOP = _StopRequest()
+
+
+@contextlib.contextmanager
+def stopping_on(*signums: int):
+    """While it holds, these signals stop run_isolated at once: the child is killed, the case in flight
+    and the rest stay unrecorded (a rerun runs them). A cluster job holds it (Slurm's scancel, preemption
+    and time limit send SIGTERM to every process of the job, and submitit ignores SIGTERM); the local
+    executor does not, so there a SIGTERM still ends the sweep's process as it always did."""
+    def request(signum, frame):  # only a flag: the supervisor's loop acts on it within POLL_S
+        _STOP.signum = _STOP.signum or signum
+
+    if threading.current_thread() is not threading.main_thread():  # Python sets handlers there only
+        signums = ()
+    previous = {signum: signal.signal(signum, request) for signum in signums}
+    _STOP.signums, _STOP.signum = tuple(signums), None
+    try:
+        yield _STOP
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _STOP.signums, _STOP.signum = (), None
 
 
 # --- the child ------------------------------------------------------------------------------------
@@ -133,15 +178,26 @@ class UnitSupervisor:
         self.deadline = 0.0
         self.started = 0
 
-    def run(self) -> bool:
-        """Returns False when the sweep's time budget ran out first."""
+    def run(self) -> str:
+        """"done", or why the unit ended early: "budget" (the sweep's time ran out), "stopped" (`stopping_on`)."""
         while self.remaining:
+            if _STOP.signum:
+                return "stopped"
             proc, outcome = self._run_child()
-            if outcome == "budget":
-                return False
+            if outcome in ("budget", "stopped") or (outcome != "done" and self._stopping(proc)):
+                return "budget" if outcome == "budget" else "stopped"
             if outcome != "done":
                 self._after_child_failure(proc, outcome)
-        return True
+        return "done"
+
+    def _stopping(self, proc) -> bool:
+        """Whether this process is being stopped, after its child died: a child killed by a stop signal
+        while a stop can be requested waits a moment for this process's own signal (see STOP_GRACE_S)."""
+        if proc.exitcode is not None and -proc.exitcode in _STOP.signums:
+            deadline = time.monotonic() + STOP_GRACE_S
+            while not _STOP.signum and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return _STOP.signum is not None
 
     # -- one child --
 
@@ -175,6 +231,8 @@ class UnitSupervisor:
     def _watch(self, proc, receiver) -> tuple[str, bool]:
         """Until the child stops or must be stopped: (outcome, whether the child said it stops)."""
         while True:
+            if _STOP.signum:
+                return "stopped", False  # the case in flight is abandoned unrecorded: a rerun runs it
             if receiver.poll(POLL_S):
                 try:
                     said = self._handle(receiver.recv(), proc)

@@ -1,7 +1,9 @@
 """Resuming a run: which cases of a sweep still need to run, given what its directory already records.
 
 A case with a final status in results.jsonl (cluster shards merged first) is done, unless its status
-is one the user asked to retry. Of the rest, a case whose series already failed at a smaller token
+is one the user asked to retry. Only a finished attempt counts: one whose rows are all in the file
+(bench/store/run_store.py `read_rows`, which warns about the others); a case whose rows a crash cut
+short runs again. Of the rest, a case whose series already failed at a smaller token
 count (an OOM, or a timeout when `skip_after_timeout`) does not run: it is recorded as skipped now,
 by the same series gate the measuring child uses (bench/harness/series_gate.py).
 """

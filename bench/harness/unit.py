@@ -40,6 +40,8 @@ def prepare_process(settings: RunSettings) -> None:
     import torch
 
     from bench.measure.env import usable_cores
+    from models import list_models
+    from models.scan import resolve_scan_impl
 
     key = (settings.threads, settings.tf32, settings.plugins)
     if key in _prepared:
@@ -50,6 +52,10 @@ def prepare_process(settings: RunSettings) -> None:
         torch.backends.cuda.matmul.allow_tf32 = on
         torch.backends.cudnn.allow_tf32 = on
     load_plugins(settings.plugins)
+    # Everything loaded on first use is loaded now, not inside a case's memory cap: the built-in models
+    # (timm, torchvision) and the C++ scan extension (built or loaded, so `auto` resolves the same way).
+    list_models()
+    resolve_scan_impl("auto", "cpu")
     for spec in settings.extra_metrics:
         resolve_producer(spec)
     a = torch.randn(256, 256)
@@ -132,7 +138,7 @@ def run_case(case: Case, settings: RunSettings, env: dict,
                                   "os.getloadavg() after the measurement"))
         metrics += _extra_metrics(settings.extra_metrics, measurement, case)
     except Exception as exc:  # every failure of a case is a row, never the end of the sweep
-        status = "oom" if memory.is_oom(exc) else "error"
+        status = "oom" if memory.is_oom(exc, capped=settings.memory_cap_bytes is not None) else "error"
         error = one_line(exc)
         print(f"[{case.label}] {status}:", file=sys.stderr)
         traceback.print_exc()

@@ -217,11 +217,18 @@ _OOM_PATTERNS = ("out of memory", "can't allocate memory", "cannot allocate memo
                  "defaultcpuallocator", "not enough memory")
 
 
-def is_oom(exc: BaseException) -> bool:
-    """CUDA OOM, a MemoryError, or the CPU allocator's "can't allocate memory" RuntimeError."""
+# Under an address-space cap, oneDNN reports a failed allocation as a failed primitive: that is the
+# cap, not a bug (without a cap the same message stays an `error`).
+_CAPPED_OOM_PATTERNS = ("could not create a primitive",)
+
+
+def is_oom(exc: BaseException, capped: bool = False) -> bool:
+    """CUDA OOM, a MemoryError, or the CPU allocator's "can't allocate memory" RuntimeError; with
+    `capped` (an emulated device capacity in force), also what libraries say when the cap refuses them."""
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and any(p in str(exc).lower() for p in _OOM_PATTERNS)
+    patterns = _OOM_PATTERNS + (_CAPPED_OOM_PATTERNS if capped else ())
+    return isinstance(exc, RuntimeError) and any(p in str(exc).lower() for p in patterns)
 
 
 @contextlib.contextmanager

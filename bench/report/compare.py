@@ -11,11 +11,17 @@ from a policy file (bench/policies/*.toml):
     tolerance, which survives a machine that is uniformly slower today;
   - a case that was ok and is now oom/timeout/error is a regression.
 Verdicts: SAME, FASTER, SLOWER, AMBIGUOUS, FAILED, MISSING (in the baseline only), NEW (in the new
-table only). SLOWER means "worse" for memory and FLOPs too.
+table only), and EMPTY: nothing was comparable (no status or metric of a common case had something
+to compare), which fails the check: a gate that compared nothing cannot pass. SLOWER means "worse"
+for memory and FLOPs too.
+
+A policy file is checked like a config (bench/common/config_fields.py): its sections and keys are
+the dataclasses below, with their defaults; numbers must be finite and in range.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -23,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tomllib
 
+from bench.common.config_fields import build, read_toml
 from bench.common.vocabulary import HEADLINE_STAT
 from bench.report.claims import case_values, comparisons
 from bench.report.stats import mann_whitney_u_pvalue
@@ -34,13 +40,49 @@ from models.errors import UserInputError
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 CASE_COLUMNS = ("params", "attn_impl", "scan_impl", "n_tokens", "frames")
-POLICY_SECTIONS = {
-    "deterministic": {"metrics", "rtol", "gate"},
-    "memory": {"metrics", "rtol", "gate"},
-    "latency": {"metric", "threshold", "alpha", "gate"},
-    "ratios": {"tolerance", "gate"},
-    "status": {"gate"},
-}
+REPORTED_ONLY = ("MISSING", "NEW")  # verdicts about a case's presence, not a comparison of it
+
+
+@dataclass(frozen=True)
+class DeterministicPolicy:
+    metrics: tuple[str, ...] = field(default=(), metadata={"help": "metric or metric:stat names that must not change"})
+    rtol: float = field(default=0.0, metadata={"help": "relative change still counted as no change"})
+    gate: bool = field(default=True, metadata={"help": "a change fails the check"})
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    metrics: tuple[str, ...] = field(default=(), metadata={"help": "allocator/OS memory metrics (metric:stat)"})
+    rtol: float = field(default=0.05, metadata={"help": "relative tolerance"})
+    gate: bool = field(default=True, metadata={"help": "growth beyond rtol fails the check"})
+
+
+@dataclass(frozen=True)
+class LatencyPolicy:
+    metric: str = field(default="latency_s", metadata={"help": "the latency metric (its protocol's headline stat)"})
+    threshold: float = field(default=1.1, metadata={"help": "new/old ratio (either way) that counts as a change"})
+    alpha: float = field(default=0.01, metadata={"help": "significance level of the Mann-Whitney U test"})
+    gate: bool = field(default=True, metadata={"help": "SLOWER fails the check"})
+
+
+@dataclass(frozen=True)
+class RatiosPolicy:
+    tolerance: float = field(default=1.25, metadata={"help": "factor a within-run speed-up may move (either way)"})
+    gate: bool = field(default=True, metadata={"help": "a ratio that got worse fails the check"})
+
+
+@dataclass(frozen=True)
+class StatusPolicy:
+    gate: bool = field(default=True, metadata={"help": "a case ok in the baseline and failed now fails the check"})
+
+
+@dataclass(frozen=True)
+class Policy:
+    deterministic: DeterministicPolicy = field(default_factory=DeterministicPolicy)
+    memory: MemoryPolicy = field(default_factory=MemoryPolicy)
+    latency: LatencyPolicy = field(default_factory=LatencyPolicy)
+    ratios: RatiosPolicy = field(default_factory=RatiosPolicy)
+    status: StatusPolicy = field(default_factory=StatusPolicy)
 
 
 @dataclass
@@ -65,40 +107,62 @@ class Verdict:
 
 
 def load_policy(path: str | Path | None) -> dict:
+    """A policy file (or a built-in one by name), checked, as a dict of sections with every default filled."""
     path = Path(path) if path else POLICY_DIR / "default.toml"
     if not path.exists() and (POLICY_DIR / f"{path}.toml").exists():
         path = POLICY_DIR / f"{path}.toml"
     if not path.exists():
         raise UserInputError(f"policy file {path} not found (built-in: {', '.join(p.stem for p in POLICY_DIR.glob('*.toml'))})")
-    policy = tomllib.loads(path.read_text())
-    for section, keys in policy.items():
-        if section not in POLICY_SECTIONS:
-            raise UserInputError(f"{path}: unknown policy section [{section}] (known: {', '.join(POLICY_SECTIONS)})")
-        unknown = set(keys) - POLICY_SECTIONS[section]
-        if unknown:
-            raise UserInputError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} in [{section}]")
-    return policy
+    table = read_toml(path)
+    if not table:  # an empty (or emptied) file would silently compare with every default
+        raise UserInputError(f"{path}: an empty policy (no sections); give a policy file, or a built-in one: "
+                             f"{', '.join(sorted(p.stem for p in POLICY_DIR.glob('*.toml')))}")
+    policy = build(Policy, table, str(path))
+    check_policy(policy, str(path))
+    return dataclasses.asdict(policy)
+
+
+def check_policy(policy: Policy, where: str) -> None:
+    """Ranges the types alone do not say (the validator already refused nan and infinities)."""
+    for name, section in (("deterministic", policy.deterministic), ("memory", policy.memory)):
+        if section.rtol < 0:
+            raise UserInputError(f"{where}: [{name}] rtol must be >= 0, got {section.rtol:g}")
+    if policy.latency.threshold < 1:
+        raise UserInputError(f"{where}: [latency] threshold must be >= 1 (a new/old ratio, either way), "
+                             f"got {policy.latency.threshold:g}")
+    if not 0 < policy.latency.alpha <= 1:
+        raise UserInputError(f"{where}: [latency] alpha must be in (0, 1], got {policy.latency.alpha:g}")
+    if policy.ratios.tolerance < 1:
+        raise UserInputError(f"{where}: [ratios] tolerance must be >= 1 (a factor, either way), "
+                             f"got {policy.ratios.tolerance:g}")
+
+
+def _samples_problem(record: dict) -> str | None:
+    """Why a samples.jsonl record cannot give raw latencies (None: it can, or it holds none)."""
+    if not isinstance(record.get("case_id"), str):
+        return "no case_id"
+    for key in ("samples_s", "runs_s"):
+        values = record.get(key)
+        if values is not None and not (isinstance(values, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+            return f"{key} is not a list of finite numbers"
+    return None
 
 
 def load_table(path: str | Path) -> Table:
-    """A run directory or a results CSV/Parquet/JSON-lines file; raw samples from samples.jsonl beside it."""
+    """A run directory or a results CSV/Parquet/JSON-lines file; raw samples from samples.jsonl beside it.
+    Anything `load` cannot make a results table of is its UserInputError; a samples record without
+    usable numbers is skipped (with one warning)."""
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"{path} does not exist; give a run directory or a results .csv/.parquet/.jsonl file")
-    if path.is_dir() and not (path / "results.jsonl").exists():
-        raise UserInputError(f"{path} has no results.jsonl; give a run directory written by `ssamba-bench sweep`")
-    try:
-        df = load(path)
-    except (ValueError, KeyError, OSError) as err:
-        raise UserInputError(f"{path}: not a results table of this suite ({err})") from None
-    missing = {"schema_version", "case_id", "metric", "stat", "value", "status"} - set(df.columns)
-    if missing:
-        raise UserInputError(f"{path}: not a results table of this suite (missing columns {', '.join(sorted(missing))})")
+    df = load(path)
     run_dir = path if path.is_dir() else path.parent
     samples = {}
-    for rec in read_jsonl(run_dir / "samples.jsonl"):
+    cases = set(df["case_id"])
+    for rec in read_jsonl(run_dir / "samples.jsonl", check=_samples_problem, what="timing samples"):
         values = rec.get("samples_s") or rec.get("runs_s")
-        if values and rec.get("case_id") in set(df["case_id"]):
+        if values and rec["case_id"] in cases:
             samples[rec["case_id"]] = values  # later attempts overwrite earlier ones
     return Table(str(path), df, samples)
 
@@ -167,14 +231,17 @@ def compare(base: Table, new: Table, policy: dict) -> list[Verdict]:
             verdict = "SLOWER" if change > 1 + rtol else "FASTER" if change < 1 - rtol else "SAME"
             out.append(Verdict(verdict, label, name, old, cur, change, gated=verdict == "SLOWER" and mem.get("gate", True)))
         elif metric == lat.get("metric", "latency_s") and stat == HEADLINE_STAT.get(r["protocol_n"]):
-            out.append(_latency_verdict(label, name, old, cur, base.samples.get(r["case_id"]),
+            out.append(_latency_verdict(label, name, old, cur, change, base.samples.get(r["case_id"]),
                                         new.samples.get(r["case_id"]), lat))
     out += _ratio_verdicts(base.df, new.df, policy.get("ratios", {}))
+    if all(v.verdict in REPORTED_ONLY for v in out):
+        out.append(Verdict("EMPTY", f"{len(common)} common case(s)", "-", gated=True,
+                           note="nothing was comparable: no status or metric value of a common case in both tables "
+                                "that the policy compares"))
     return out
 
 
-def _latency_verdict(label, name, old, cur, b_samples, n_samples, lat: dict) -> Verdict:
-    change = cur / old
+def _latency_verdict(label, name, old, cur, change, b_samples, n_samples, lat: dict) -> Verdict:
     threshold, alpha = lat.get("threshold", 1.1), lat.get("alpha", 0.01)
     if b_samples and n_samples:
         p = mann_whitney_u_pvalue(b_samples, n_samples)
@@ -231,7 +298,11 @@ def render(verdicts: list[Verdict], show_same: bool = False) -> str:
         lines.append(f"{v.verdict:<10} {'FAIL' if v.gated else '':<5} {v.case[:44]:<44} {v.metric[:28]:<28} "
                      f"{_fmt(v.baseline):>12} {_fmt(v.new):>12} {_fmt(v.change):>8}  {v.note}")
     gated = [v for v in verdicts if v.gated]
-    lines.append(f"FAIL: {len(gated)} gated regression(s)" if gated else "PASS: no gated regression")
+    empty = next((v for v in verdicts if v.verdict == "EMPTY"), None)
+    if empty is not None:
+        lines.append(f"FAIL: {empty.note} ({empty.case})")
+    else:
+        lines.append(f"FAIL: {len(gated)} gated regression(s)" if gated else "PASS: no gated regression")
     return "\n".join(lines)
 
 

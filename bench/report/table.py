@@ -4,7 +4,9 @@ Latency is the protocol's headline statistic (steady: median; paper: mean of the
 device's "allocated" number by default: tensor_bytes on CPU, cuda_allocated on CUDA (see
 bench/common/vocabulary.py MEMORY_KINDS); `--memory cpu_rss` shows the process's peak RSS instead. Failed cases show their
 status: OOM, T/O (timeout), ERR, skip. A latency marked * is noisy: its IQR is more than 20% of the
-median (steady protocol, at least 3 samples).
+median (steady protocol, at least 3 samples). A run in which nothing succeeded is a table of statuses.
+Two cases that print the same label (e.g. scan_impl_requested `auto` and the backend it resolved to)
+share a row: the first one's cell is shown.
 """
 
 from __future__ import annotations
@@ -46,14 +48,17 @@ def short_table(df, memory: str | None = None) -> str:
     df = df.copy()
     multi_device = df["device"].nunique() > 1
     df["label"] = [_row_label(r, multi_device) for _, r in df.iterrows()]
-    status = df[df["metric"] == "status"].set_index(["label", "n_tokens"])["status"]
+    cell = ["label", "n_tokens"]
+    status = df[df["metric"] == "status"].drop_duplicates(cell).set_index(cell)["status"]
     headline = df["protocol"].map(HEADLINE_STAT).fillna(HEADLINE_STAT["steady"])
-    lat = df[(df["metric"] == "latency_s") & (df["stat"] == headline) & (df["status"] == "ok")].copy()
-    iqr = df[(df["metric"] == "latency_s") & (df["stat"] == "iqr")].set_index("case_id")["value"]
-    rel_iqr = lat["case_id"].map(iqr) / lat["value"]
+    measured = (df["status"] == "ok") & df["value"].notna()
+    lat = df[(df["metric"] == "latency_s") & (df["stat"] == headline) & measured].copy()
+    iqr = df[(df["metric"] == "latency_s") & (df["stat"] == "iqr")].drop_duplicates("case_id").set_index("case_id")
+    # astype: mapping an empty column (no case succeeded) keeps its string dtype, which cannot divide
+    rel_iqr = lat["case_id"].map(iqr["value"]).astype("Float64") / lat["value"]
     # The paper protocol records no IQR: its cells are never marked (NA counts as not noisy).
     lat["noisy"] = ((rel_iqr > NOISY_REL_IQR) & (lat["n_samples"] >= 3)).fillna(False).astype(bool)
-    mem_rows = df[(df["metric"] == "peak_mem_bytes") & (df["status"] == "ok")]
+    mem_rows = df[(df["metric"] == "peak_mem_bytes") & measured]
     if memory:
         mem = mem_rows[mem_rows["stat"] == memory]
         kinds = memory
@@ -67,7 +72,7 @@ def short_table(df, memory: str | None = None) -> str:
     tokens = sorted(df["n_tokens"].unique())
 
     def block(values, fmt) -> list[str]:
-        values = values.set_index(["label", "n_tokens"])
+        values = values.drop_duplicates(cell).set_index(cell)
         table = values["value"]
         noisy = values["noisy"] if "noisy" in values else None
         width = max(len(lbl) for lbl in labels)

@@ -18,6 +18,10 @@ Metrics (unit in the `unit` column):
                               makes CPU timings unreliable: compare it with the core count)
     (any metric an extra-metric producer adds, e.g. flops)
 A failed case has its status row (value null, `error` holds the message) and nothing else.
+
+Every row carries `attempt_rows`, the number of rows its attempt wrote (status row included): a case
+is finished only when all of them are in the file (bench/store/run_store.py `read_rows`). What a
+reader accepts as a row at all is `row_problem`'s definition.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from datetime import datetime, timezone
 from bench.common.vocabulary import ACCURACY_PROTOCOLS, STATS, STATUSES
 
 SCHEMA_VERSION = 1
+INT64_RANGE = (-(2**63), 2**63 - 1)  # what an Int64 column holds
 
 # column -> (pandas dtype, meaning). Order is the export's column order.
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -36,6 +41,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "id of the run directory (same across resumed sessions)"),
     "case_id": ("string", "hash of the case parameters only: same case, same id, any run or machine"),
     "attempt_id": ("string", "id of one execution of the case (a retried case has several)"),
+    "attempt_rows": ("Int64", "rows written by this attempt, status row included: fewer in the file means the "
+                              "write was cut short and the case is not finished (null in rows written before "
+                              "this column: counted as complete)"),
     "timestamp": ("string", "UTC ISO time the case finished"),
     "git_sha": ("string", "commit of the suite (null outside git)"),
     "git_dirty": ("boolean", "uncommitted changes to tracked files"),
@@ -80,6 +88,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "init": ("string", "pretrained | scratch: how the fine-tuned model was initialised"),
     "train_steps": ("Int64", "fine-tuning optimiser steps"),
 }
+
+# Columns every row has, never null: what identifies the row and its case (`validate`, `row_problem`).
+REQUIRED_COLUMNS = ("run_id", "case_id", "attempt_id", "timestamp", "model", "family", "size", "n_tokens", "frames",
+                    "batch", "dtype", "device", "protocol", "metric", "stat", "status")
+# Columns a results table must have (`value` may be null, in status rows and failed cases).
+TABLE_COLUMNS = (*REQUIRED_COLUMNS, "value")
 
 # Environment facts copied into every row (from env.row_fields); the rest live in env.json.
 ENV_COLUMNS = ("git_sha", "git_dirty", "host", "torch_version", "timm_version", "torchaudio_version",
@@ -152,7 +166,46 @@ def case_rows(case, *, run_id: str, env: dict, status: str, metrics: list[Metric
     rows = [{**base, **Metric("status", "value", None, "", None).row(), "status": status, "error": error}]
     for m in metrics:
         rows.append({**base, **m.row(), "status": m.status or status, "error": m.error})
-    return [{col: row.get(col) for col in COLUMNS} for row in rows]
+    # every row says how many rows its attempt has: a reader can tell a case whose write was cut short
+    return [{**{col: row.get(col) for col in COLUMNS}, "attempt_rows": len(rows)} for row in rows]
+
+
+_TYPE_WORDS = {"Int64": "an integer", "Float64": "a number", "string": "a string", "boolean": "true or false"}
+
+
+def _fits(dtype: str, v) -> bool:
+    """Whether a JSON value can sit in a column of `dtype` (null always can)."""
+    if v is None:
+        return True
+    if dtype == "Int64":
+        return type(v) is int and INT64_RANGE[0] <= v <= INT64_RANGE[1]
+    if dtype == "Float64":  # NaN and infinities are JSON (json.dumps writes them) and floats
+        return type(v) is float or (type(v) is int and INT64_RANGE[0] <= v <= INT64_RANGE[1])
+    if dtype == "boolean":
+        return type(v) is bool
+    return isinstance(v, str)
+
+
+def row_problem(record: dict) -> str | None:
+    """Why a parsed JSON object is not a results row, or None when it is one.
+
+    A row has every REQUIRED_COLUMNS value and a `value` key, a known status, and in each column of
+    the schema a value of that column's type (keys outside the schema are ignored). This is what lets
+    every reader index a row and build a typed table without ever failing on a line.
+    """
+    for col in REQUIRED_COLUMNS:
+        if is_missing(record.get(col)):
+            return f"no {col}"
+    if "value" not in record:
+        return "no value"
+    for col, v in record.items():
+        if col in COLUMNS and not _fits(COLUMNS[col][0], v):
+            return f"{col} is not {_TYPE_WORDS[COLUMNS[col][0]]}"
+    if record["status"] not in STATUSES:
+        return f"unknown status {str(record['status'])[:20]!r}"
+    if record.get("attempt_rows") is not None and record["attempt_rows"] < 1:
+        return "attempt_rows below 1"
+    return None
 
 
 def to_frame(rows: list[dict]):
@@ -189,8 +242,7 @@ def validate(df) -> list[str]:
         return [f"missing columns: {', '.join(missing)}"]
     if (df["schema_version"] != SCHEMA_VERSION).any():
         problems.append(f"schema_version other than {SCHEMA_VERSION}")
-    for col in ("run_id", "case_id", "attempt_id", "timestamp", "model", "family", "size", "n_tokens", "frames",
-                "batch", "dtype", "device", "protocol", "metric", "stat", "status"):
+    for col in REQUIRED_COLUMNS:
         if df[col].isna().any():
             problems.append(f"null values in {col}")
     bad_status = set(df["status"].dropna()) - set(STATUSES)
@@ -222,6 +274,9 @@ def validate(df) -> list[str]:
         problems.append("ok measurement rows with a null value")
     if measured["case_id"].isin(set(failed["case_id"])).any():
         problems.append("failed cases with measurement rows")
+    declared = df.dropna(subset=["attempt_rows"]).groupby("attempt_id")["attempt_rows"].agg(["max", "size"])
+    if (declared["max"] != declared["size"]).any():
+        problems.append("attempts whose row count differs from their attempt_rows")
     dup = df.duplicated(subset=["case_id", "metric", "stat", "split"])  # split: accuracy rows, one per split
     if dup.any():
         problems.append(f"{int(dup.sum())} duplicated (case_id, metric, stat, split) rows")

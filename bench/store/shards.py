@@ -2,7 +2,7 @@
 
     shards/<unit>.jsonl            result rows of this unit (append-only; a resubmitted job appends)
     shards/<unit>.samples.jsonl    raw timing samples
-    shards/<unit>.events.jsonl     job_start / child / case / job_end markers, with host and pid
+    shards/<unit>.events.jsonl     job_start / child / case / job_end (or job_stopped) markers, with host and pid
     shards/<unit>.env.json         the environment of the node the job ran on (latest attempt)
     shards/jobs.jsonl              one line per submitted job: executor, job id, unit, cases, log paths
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.store.jsonl import append_jsonl, read_jsonl
 from bench.store.run_store import RunStore
+from bench.store.schema import row_problem
 
 SHARDS_DIR = "shards"
 JOBS_FILE = "jobs.jsonl"
@@ -42,15 +43,50 @@ def shard_paths(run_dir: Path) -> tuple[list[Path], list[Path]]:
     return results, samples
 
 
+def _needs(key: str):
+    """A read_jsonl check: the record has a string `key` (other lines are skipped with a warning)."""
+    return lambda record: None if isinstance(record.get(key), str) else f"no {key!r}"
+
+
+def read_events(path: Path) -> list[dict]:
+    """A shard's job/child/case markers (records without an `event` name are skipped, with a warning)."""
+    return read_jsonl(path, check=_needs("event"), what="events")
+
+
+def read_jobs(run_dir: Path) -> list[dict]:
+    """shards/jobs.jsonl: one record per submitted job."""
+    return read_jsonl(Path(run_dir) / SHARDS_DIR / JOBS_FILE, check=_needs("unit"), what="job records")
+
+
+def job_events(run_dir: Path, unit: str, job_id: str) -> list[dict]:
+    """The events one job wrote in its unit's shard, from its (latest) job_start to the next job's; [] if
+    it never started."""
+    events = read_events(Path(run_dir) / SHARDS_DIR / f"{unit}.events.jsonl")
+    starts = [i for i, e in enumerate(events) if e["event"] == "job_start" and str(e.get("job_id")) == str(job_id)]
+    if not starts:
+        return []
+    later = [i for i, e in enumerate(events) if i > starts[-1] and e["event"] == "job_start"]
+    return events[starts[-1]:later[0] if later else len(events)]
+
+
+def existing_logs(paths: list[str | Path]) -> tuple[list[str], list[str]]:
+    """(paths that exist, paths that do not), for naming only the logs a reader can open."""
+    present = [str(p) for p in paths if p and Path(p).exists()]
+    return present, [str(p) for p in paths if p and str(p) not in present]
+
+
 def merge_shards(store: RunStore) -> int:
     """Append to results.jsonl (and samples.jsonl) the shard records of attempts not yet there, oldest
     first, so file order stays time order (latest_attempts takes the last). Idempotent; returns the
     number of result rows added. Run only while no job of this run is writing (collect, sweep start)."""
     results, samples = shard_paths(store.dir)
     added = 0
+    # Only real rows (and samples records with an attempt) travel from a shard into the run's files.
+    checks = {store.results: (row_problem, "result rows"), store.samples: (_needs("attempt_id"), "samples records")}
     for target, sources in ((store.results, results), (store.samples, samples)):
+        check, what = checks[target]
         known = {r.get("attempt_id") for r in read_jsonl(target)}
-        new = [r for src in sources for r in read_jsonl(src) if r.get("attempt_id") not in known]
+        new = [r for src in sources for r in read_jsonl(src, check=check, what=what) if r.get("attempt_id") not in known]
         new.sort(key=lambda r: r.get("timestamp") or "")  # stable: a case's rows keep their order
         append_jsonl(target, new)
         if target == store.results:

@@ -67,9 +67,12 @@ def check_options(executor: str = "local", *, partition: str | None = None, gpus
         if value is not None and value < least:
             raise UserInputError(f"{flag} must be >= {least}, got {value}")
     if executor == "slurm":
-        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        # waiting for the jobs asks squeue (never sacct: accounting is optional); --no-wait only submits
+        tools = ("sbatch", "srun") + (() if no_wait else ("squeue",))
+        missing = [tool for tool in tools if shutil.which(tool) is None]
         if missing:
-            raise UserInputError(f"--executor slurm: {' and '.join(missing)} not found on PATH; run the sweep on a "
+            names = " and ".join(missing) if len(missing) < 3 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+            raise UserInputError(f"--executor slurm: {names} not found on PATH; run the sweep on a "
                                  f"Slurm login node, or use --executor submitit-local on this machine")
     return ClusterOptions(executor=executor, partition=partition, gpus_per_job=gpus_per_job,
                           time_min=parse_time_min(time) if time else None, cpus_per_task=cpus_per_task,

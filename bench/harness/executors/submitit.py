@@ -6,6 +6,12 @@ crash and OOM rows) for its unit, with its node's environment, into its own shar
 directory (bench/store/shards.py); `run_on_cluster` submits, waits, merges the shards and checks
 completeness (bench/harness/completeness.py). What the sweep prints at the end is the command line's.
 
+Cancel-safe: a job told to stop (SIGTERM: scancel, preemption, its time limit) kills its measuring
+child at once and leaves the case in flight and the rest unrecorded, so rerunning the sweep with the
+same --out runs them. Waiting on Slurm needs only `squeue` (not accounting, `sacct`): a job gone from
+the queue without a result and without a job_end marker is dead, and the wait ends with the report
+of what is missing.
+
 submitit: https://github.com/facebookincubator/submitit (LocalExecutor, SlurmExecutor, job arrays).
 """
 
@@ -14,6 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pwd
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -23,12 +32,18 @@ from bench.harness.budget import Budget
 from bench.harness.cases import Case, group_units
 from bench.harness.completeness import Report, check_run
 from bench.harness.executors.options import SLURM_DEFAULT_TIME_MIN, ClusterOptions
-from bench.harness.isolation import run_isolated
+from bench.harness.isolation import run_isolated, stopping_on
 from bench.harness.settings import RunSettings
 from bench.store.jsonl import append_jsonl
 from bench.store.run_store import RunStore
 from bench.store.schema import now_iso
-from bench.store.shards import JOBS_FILE, SHARDS_DIR, ShardStore, merge_shards
+from bench.store.shards import JOBS_FILE, SHARDS_DIR, ShardStore, existing_logs, job_events, merge_shards
+
+# Waiting on Slurm jobs (see wait_for_slurm_jobs): squeue at growing intervals, and bounded everywhere.
+QUEUE_POLL_S = (2.0, 30.0)  # first and longest interval between two squeue calls
+GONE_GRACE_S = 10.0  # gone from the queue this long without a result file: dead (not a slow shared filesystem)
+QUEUE_UNREACHABLE_S = 600.0  # squeue failing this long: stop waiting (`collect` finishes the run later)
+SQUEUE_TIMEOUT_S = 60.0
 
 # --- the job: one unit, into its own shard --------------------------------------------------------
 
@@ -45,6 +60,13 @@ def _job_identity() -> dict:
 def run_job(run_dir: str, cases: list[Case], settings: RunSettings, budget_s: float = 0.0) -> dict:
     """The job function: run one unit in this process's orchestration (spawned measuring children,
     timeouts, crash/OOM rows) into the unit's shard, with this node's environment."""
+    # Slurm's SIGTERM (scancel, preemption, time limit) reaches this process and its measuring child
+    # together; submitit ignores it here, and the unit would record the rest as errors and go on.
+    with stopping_on(signal.SIGTERM):
+        return _run_unit_job(run_dir, cases, settings, budget_s)
+
+
+def _run_unit_job(run_dir: str, cases: list[Case], settings: RunSettings, budget_s: float) -> dict:
     from bench.measure.env import collect_env
 
     store = ShardStore(run_dir, cases[0].unit_name)
@@ -56,9 +78,17 @@ def run_job(run_dir: str, cases: list[Case], settings: RunSettings, budget_s: fl
     if budget_s:  # a queued job's budget starts when it starts, not when it was submitted
         settings = dataclasses.replace(settings, budget_deadline=Budget.starting_now(budget_s).deadline)
     store.event("job_start", pid=os.getpid(), host=env["host"], job_id=env.get("job_id"), cases=len(cases))
-    outcome = run_isolated(cases, store, settings, env)
+    try:
+        outcome = run_isolated(cases, store, settings, env)
+    except BaseException as err:  # submitit's USR2 handler (time limit, preemption) raises or exits here
+        store.event("job_stopped", pid=os.getpid(), signal=None, reason=f"{type(err).__name__}: {err}"[:200])
+        raise
+    result = {"statuses": outcome.statuses, "budget_exhausted": outcome.budget_exhausted, "host": env["host"]}
+    if outcome.stopped_by:  # not a job_end: what was not recorded is missing, for a rerun to run
+        store.event("job_stopped", pid=os.getpid(), signal=outcome.stopped_by, recorded=len(outcome.statuses))
+        return {**result, "stopped_by": outcome.stopped_by}
     store.event("job_end", pid=os.getpid(), recorded=len(outcome.statuses), budget_exhausted=outcome.budget_exhausted)
-    return {"statuses": outcome.statuses, "budget_exhausted": outcome.budget_exhausted, "host": env["host"]}
+    return result
 
 
 # --- submission ------------------------------------------------------------------------------------
@@ -115,11 +145,90 @@ def _job_failure(job) -> str | None:
     if isinstance(job, _local_job_class()):
         job._results_timeout_s = 1  # a local job's result pickle is on this disk when its process ends
     try:
-        job.result()
-        return None
+        result = job.result()
     except Exception as err:  # UncompletedJobError / FailedJobError: the job died or raised
         text = " ".join(str(err).split())
         return text[:300] + ("..." if len(text) > 300 else "")
+    if isinstance(result, dict) and result.get("stopped_by"):
+        return (f"stopped by {result['stopped_by']} (scancel, preemption or its time limit) after "
+                f"{len(result.get('statuses') or {})} case(s); the rest are left for a rerun")
+    return None
+
+
+def _logs_text(job) -> str:
+    present, _ = existing_logs([job.paths.stdout, job.paths.stderr])
+    return " ".join(present) if present else f"none yet (Slurm writes them to {job.paths.folder})"
+
+
+# --- waiting on Slurm jobs without accounting --------------------------------------------------------
+
+def queued_job_ids() -> set[str] | None:
+    """This user's jobs in Slurm's queue (array tasks one per line, as ARRAY_TASK), or None when squeue fails."""
+    user = pwd.getpwuid(os.getuid()).pw_name
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i", f"--user={user}"],
+                             capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(out.stdout.split()) if out.returncode == 0 else None
+
+
+def _gone_job(run_dir: Path, unit: str, job) -> str | None:
+    """A job gone from the queue without a result file: None when it ended normally (its job_end marker
+    is there), else why it counts as dead."""
+    events = job_events(run_dir, unit, job.job_id)
+    if any(e["event"] == "job_end" for e in events):
+        return None
+    if not events:
+        return "it left the Slurm queue without starting (cancelled while queued, or failed at start)"
+    return ("it left the Slurm queue without a result or an end marker (killed, node failure, out of memory "
+            "or its time limit)")
+
+
+def wait_for_slurm_jobs(pairs: list[tuple[list[Case], object]], run_dir: Path, finish, fail) -> None:
+    """Wait until every job has a result file (then `finish(unit, job)`) or is dead (`fail(unit, job, why)`).
+
+    submitit's own wait asks `sacct`, and without accounting it never learns that a job died: it would
+    wait forever. Here a job is dead when it is gone from `squeue` for GONE_GRACE_S, with no result file
+    and no job_end marker in its shard; a queue that cannot be read for QUEUE_UNREACHABLE_S ends the wait."""
+    pending = list(pairs)
+    gone_since: dict[str, float] = {}
+    interval, next_poll, unreachable_since = QUEUE_POLL_S[0], 0.0, None
+    while pending:
+        for unit, job in [p for p in pending if p[1].paths.result_pickle.exists()]:
+            pending.remove((unit, job))
+            finish(unit, job)
+        now = time.monotonic()
+        if pending and now >= next_poll:
+            queued = queued_job_ids()
+            if queued is None:
+                if unreachable_since is None:
+                    unreachable_since = now
+                    print("warning: squeue failed; still waiting for the jobs (the sweep stops waiting after "
+                          f"{QUEUE_UNREACHABLE_S:.0f} s without an answer)", file=sys.stderr, flush=True)
+                elif now - unreachable_since > QUEUE_UNREACHABLE_S:
+                    for unit, job in pending:
+                        fail(unit, job, f"squeue did not answer for {QUEUE_UNREACHABLE_S:.0f} s; stopped waiting "
+                                        f"(the job may still run: `ssamba-bench collect {run_dir}` later)")
+                    return
+            else:
+                unreachable_since = None
+                for unit, job in list(pending):
+                    if job.job_id in queued:
+                        gone_since.pop(job.job_id, None)
+                        continue
+                    gone_since.setdefault(job.job_id, now)
+                    if now - gone_since[job.job_id] >= GONE_GRACE_S and not job.paths.result_pickle.exists():
+                        pending.remove((unit, job))
+                        why = _gone_job(run_dir, unit[0].unit_name, job)
+                        if why:
+                            fail(unit, job, why)
+                        else:
+                            print(f"job {job.job_id} ({unit[0].unit_name}) ended (no result file; its shard has "
+                                  f"its end marker)", file=sys.stderr, flush=True)
+            interval = min(interval * 1.5, QUEUE_POLL_S[1])
+            next_poll = now + (min(interval, GONE_GRACE_S / 2) if gone_since else interval)
+        time.sleep(1.0)
 
 
 def submit_units(todo: list[Case], store: RunStore, settings: RunSettings, budget_s: float, opts: ClusterOptions,
@@ -135,15 +244,17 @@ def submit_units(todo: list[Case], store: RunStore, settings: RunSettings, budge
     failures: dict[str, str] = {}
     jobs = []
 
+    def fail(unit, job, failure: str):
+        failures[unit[0].unit_name] = failure
+        print(f"job {job.job_id} ({unit[0].unit_name}) failed: {failure}\n  logs: {_logs_text(job)}",
+              file=sys.stderr, flush=True)
+
     def finish(unit, job):
         failure = _job_failure(job)
-        name = unit[0].unit_name
         if failure:
-            failures[name] = failure
-            print(f"job {job.job_id} ({name}) failed: {failure}\n  logs: {job.paths.stdout} {job.paths.stderr}",
-                  file=sys.stderr)
+            fail(unit, job, failure)
         else:
-            print(f"job {job.job_id} ({name}) done: {len(unit)} case(s)", file=sys.stderr, flush=True)
+            print(f"job {job.job_id} ({unit[0].unit_name}) done: {len(unit)} case(s)", file=sys.stderr, flush=True)
 
     if opts.executor == "slurm":
         with executor.batch():  # one sbatch call: a job array of len(units) tasks
@@ -153,8 +264,7 @@ def submit_units(todo: list[Case], store: RunStore, settings: RunSettings, budge
         print(f"submitted {len(jobs)} Slurm job(s) (array {jobs[0].job_id.split('_')[0] if jobs else '-'}); "
               f"logs in {folder}", file=sys.stderr)
         if opts.wait:
-            for unit, job in zip(units, jobs):
-                finish(unit, job)
+            wait_for_slurm_jobs(list(zip(units, jobs)), store.dir, finish, fail)
         return jobs, failures
 
     # submitit-local: at most max_parallel jobs alive at once (LocalExecutor has no array throttle)

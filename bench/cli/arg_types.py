@@ -9,22 +9,14 @@ import argparse
 import math
 
 
-def _bounded_int(text: str, least: int) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < least:
-        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def positive_int(text: str) -> int:
-    return _bounded_int(text, 1)
-
-
-def nonnegative_int(text: str) -> int:
-    return _bounded_int(text, 0)
 
 
 def _finite_float(text: str, *, allow_zero: bool) -> float:

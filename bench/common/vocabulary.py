@@ -29,7 +29,6 @@ HEADLINE_STAT = {"steady": "median", "paper": "mean"}
 
 # --- case statuses ---------------------------------------------------------------------------------
 STATUSES = ("ok", "oom", "timeout", "error", "skipped_after_oom", "skipped_after_timeout")
-SKIPPED = ("skipped_after_oom", "skipped_after_timeout")
 # A failure that makes the larger token counts of its series pointless, and the status they get.
 SKIP_AFTER = {"oom": "skipped_after_oom", "timeout": "skipped_after_timeout"}
 

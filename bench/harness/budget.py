@@ -22,6 +22,3 @@ class Budget:
 
     def spent(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
-
-    def seconds_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.time()

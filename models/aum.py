@@ -39,6 +39,7 @@ from models.ssamba import (
     rescale_out_proj_,
     s4d_real_A_log,
     scan_direction,
+    uses_fused_path,
 )
 from models.tokenizer import PatchGrid
 
@@ -61,18 +62,22 @@ class AuMConfig:
     num_classes: int = field(default=527, metadata={"help": "classifier outputs; 0 returns the cls feature"})
     scan_impl: str = field(default="auto", metadata={
         "help": "selective-scan backend (models.scan); 'auto' picks the fastest"})
+    fused_mixer: bool = field(default=True, metadata={
+        "help": "CPU with the cpu_cpp scan: fused conv+SiLU kernel, no materialised flips (same model); "
+                "False = the authors' op-by-op path"})
 
 
 class MambaMixer(nn.Module):
     """Causal Mamba (mamba_simple.Mamba, bimamba_type="none"): AuM's Fo-Fo mixer."""
 
     def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2, n_layer: int = 24,
-                 scan_impl: str = "auto"):
+                 scan_impl: str = "auto", fused_mixer: bool = True):
         super().__init__()
         self.d_inner = expand * d_model
         self.d_state = d_state
         self.dt_rank = math.ceil(d_model / 16)
         self.scan_impl = scan_impl
+        self.fused_mixer = fused_mixer
         E, N, R = self.d_inner, d_state, self.dt_rank
         self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
         self.conv1d = nn.Conv1d(E, E, d_conv, groups=E, padding=d_conv - 1, bias=True)
@@ -93,15 +98,19 @@ class MambaMixer(nn.Module):
         init_dt_bias_(self.dt_proj.bias)
         rescale_out_proj_(self.out_proj.weight, n_layer)
 
-    def _project(self, h: torch.Tensor):
+    def _project(self, h: torch.Tensor, fused: bool = False):
         """(B, L, D) -> x, z, delta (B, E, L) and B, C (B, N, L) of the forward direction."""
         xz = self.in_proj(h).transpose(1, 2)  # (B, 2E, L)
         x, z = xz.chunk(2, dim=1)
-        x, delta, B, C = conv_and_project(x, self.conv1d, self.x_proj, self.dt_proj.weight, self.dt_rank, self.d_state)
+        x, delta, B, C = conv_and_project(x, self.conv1d, self.x_proj, self.dt_proj.weight, self.dt_rank,
+                                          self.d_state, fused=fused)
         return x, z, delta, B, C
 
+    def _fused(self, h: torch.Tensor) -> bool:
+        return uses_fused_path(self.fused_mixer, self.scan_impl, h)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x, z, delta, B, C = self._project(h)
+        x, z, delta, B, C = self._project(h, self._fused(h))
         y = scan_direction(x, delta, self.A_log, B, C, self.D, z, self.dt_proj.bias, self.scan_impl)  # (B, E, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
 
@@ -112,13 +121,19 @@ class FoBiMixer(MambaMixer):
     flipped conv output, delta, B, C and z, and the two directions are summed, not averaged."""
 
     def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2, n_layer: int = 24,
-                 scan_impl: str = "auto"):
-        super().__init__(d_model, d_state=d_state, d_conv=d_conv, expand=expand, n_layer=n_layer, scan_impl=scan_impl)
+                 scan_impl: str = "auto", fused_mixer: bool = True):
+        super().__init__(d_model, d_state=d_state, d_conv=d_conv, expand=expand, n_layer=n_layer, scan_impl=scan_impl,
+                         fused_mixer=fused_mixer)
         self.A_b_log = nn.Parameter(s4d_real_A_log(self.d_inner, d_state))  # (E, N)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x, z, delta, B, C = self._project(h)
+        fused = self._fused(h)
+        x, z, delta, B, C = self._project(h, fused)
         bias = self.dt_proj.bias
+        if fused:  # the backward scan walks the same tensors backwards in time; the sum is its epilogue
+            y_f = scan_direction(x, delta, self.A_log, B, C, self.D, z, bias, self.scan_impl)
+            y = scan_direction(x, delta, self.A_b_log, B, C, self.D, z, bias, self.scan_impl, reverse=True, addend=y_f)
+            return self.out_proj(y.transpose(1, 2))  # summed (no /2, unlike bi_bi): (B, L, D)
         y_f = scan_direction(x, delta, self.A_log, B, C, self.D, z, bias, self.scan_impl)
         y_b = scan_direction(x.flip(-1), delta.flip(-1), self.A_b_log, B.flip(-1), C.flip(-1), self.D, z.flip(-1),
                              bias, self.scan_impl)
@@ -139,7 +154,7 @@ class AuM(ScanImplMixin, AudioModel):
     def __init__(self, *, size: str = "custom", embed_dim: int, depth: int = 24, mixer: str = "fo_bi",
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, drop_path_rate: float = 0.0,
                  input_frames: int = 1024, fstride: int = 16, tstride: int = 16, n_mels: int = 128,
-                 num_classes: int = 527, scan_impl: str = "auto"):
+                 num_classes: int = 527, scan_impl: str = "auto", fused_mixer: bool = True):
         check_scan_impl(scan_impl)
         if mixer not in MIXERS:
             raise UserInputError(f"unknown AuM mixer {mixer!r}; choose one of {', '.join(MIXERS)}")
@@ -156,7 +171,7 @@ class AuM(ScanImplMixin, AudioModel):
         rates = [0.0] + torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.layers = nn.ModuleList(
             MambaBlock(embed_dim, MIXERS[mixer](embed_dim, d_state=d_state, d_conv=d_conv, expand=expand,
-                                                n_layer=depth, scan_impl=scan_impl),
+                                                n_layer=depth, scan_impl=scan_impl, fused_mixer=fused_mixer),
                        rates[i], norm=nn.RMSNorm(embed_dim, eps=1e-5))
             for i in range(depth)
         )

@@ -12,6 +12,15 @@ Faithful to the original, quirks included (see docs/models.md):
   - One cls token at position 0; classification = mean over patch tokens -> LayerNorm -> Linear.
 The selective scan goes through `models.scan.selective_scan`; the backend is chosen per instance
 (`scan_impl`) and recorded.
+
+The fused CPU path (`fused_mixer=True`, the default; taken on CPU when the scan backend is cpu_cpp)
+computes the same model with fewer passes over memory: the causal conv + bias + SiLU is one C++
+kernel (models/scan/causal_conv.py), and every time-flip is replaced by running the kernels
+backwards in time. A block fed the flipped sequence and flipped back equals the same block with its
+mixer's two directions swapped in time (`reverse=True`): per-token operations (norms, projections,
+residual adds) commute with a flip, and a scan over the flipped sequence, flipped back, is the reverse
+scan. Sums are taken in the same order, so the outputs agree to float32 rounding (tests/test_fused_mixer.py).
+`fused_mixer=False` runs the authors' op-by-op sequence, flips included, for comparison.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from torch import nn
 from models.base import AudioModel, ScanImplMixin, build_sized, check_scan_impl
 from models.errors import UserInputError
 from models.registry import register_model
-from models.scan import selective_scan
+from models.scan import resolve_scan_impl, selective_scan
+from models.scan.causal_conv import causal_conv1d_silu
 from models.tokenizer import PatchGrid
 
 
@@ -45,6 +55,9 @@ class SSAMBAConfig:
     n_mels: int = field(default=128, metadata={"help": "mel bins F"})
     num_classes: int = field(default=527, metadata={"help": "classifier outputs; 0 returns pooled features"})
     scan_impl: str = field(default="auto", metadata={"help": "selective-scan backend (models.scan); 'auto' picks the fastest"})
+    fused_mixer: bool = field(default=True, metadata={
+        "help": "CPU with the cpu_cpp scan: fused conv+SiLU kernel, no materialised flips (same model); "
+                "False = the authors' op-by-op path"})
 
 
 def s4d_real_A_log(d_inner: int, d_state: int) -> torch.Tensor:
@@ -67,23 +80,37 @@ def rescale_out_proj_(weight: torch.Tensor, n_layer: int) -> None:
     weight /= math.sqrt(n_layer)
 
 
-def conv_and_project(x, conv1d, x_proj, dt_proj_weight, dt_rank: int, d_state: int):
+def uses_fused_path(fused_mixer: bool, scan_impl: str, x: torch.Tensor) -> bool:
+    """Whether a mixer takes the fused CPU path for input x: asked for, on CPU, with the C++ scan."""
+    return fused_mixer and x.device.type == "cpu" and resolve_scan_impl(scan_impl, x.device) == "cpu_cpp"
+
+
+def conv_and_project(x, conv1d, x_proj, dt_proj_weight, dt_rank: int, d_state: int, *, fused: bool = False,
+                     reverse: bool = False):
     """The input side of one Mamba direction on (B, E, L): causal conv + SiLU, then input-dependent
     dt, B, C. Returns x (B, E, L), delta (B, E, L) without its bias (the scan adds it inside the
-    softplus), B and C (B, N, L)."""
+    softplus), B and C (B, N, L). `fused`: the conv + SiLU as one kernel, its output laid out
+    (B, L, E) so x_proj needs no copy; `reverse` (fused only): the anti-causal conv of a direction
+    that runs backwards in time."""
     length = x.shape[-1]
-    x = F.silu(conv1d(x)[..., :length])  # causal: drop the right-hand padding
+    if fused:
+        x = causal_conv1d_silu(x, conv1d.weight.squeeze(1), conv1d.bias, reverse)
+    else:
+        x = F.silu(conv1d(x)[..., :length])  # causal: drop the right-hand padding
     x_dbl = x_proj(x.transpose(1, 2))  # (B, L, R + 2N)
     dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
     delta = (dt @ dt_proj_weight.t()).transpose(1, 2)  # (B, E, L)
     return x, delta, B.transpose(1, 2), C.transpose(1, 2)
 
 
-def scan_direction(x, delta, A_log, B, C, D, z, delta_bias, impl: str) -> torch.Tensor:
-    """selective_scan with A = -exp(A_log), softplus(delta + bias), gated by SiLU(z): (B, E, L)."""
+def scan_direction(x, delta, A_log, B, C, D, z, delta_bias, impl: str, reverse: bool = False,
+                   addend: torch.Tensor | None = None, out_scale: float = 1.0) -> torch.Tensor:
+    """selective_scan with A = -exp(A_log), softplus(delta + bias), gated by SiLU(z): (B, E, L);
+    (addend + y) * out_scale when given (the other direction's output, combined in the scan's epilogue)."""
     return selective_scan(
         x, delta, -torch.exp(A_log.float()), B, C, D.float(),
-        z=z, delta_bias=delta_bias.float(), delta_softplus=True, impl=impl,
+        z=z, delta_bias=delta_bias.float(), delta_softplus=True, impl=impl, reverse=reverse,
+        addend=addend, out_scale=out_scale,
     )
 
 
@@ -91,12 +118,13 @@ class BiMambaMixer(nn.Module):
     """Vim "v2" bidirectional Mamba mixer (mamba_simple.Mamba with bimamba_type="v2")."""
 
     def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2, n_layer: int = 24,
-                 scan_impl: str = "auto"):
+                 scan_impl: str = "auto", fused_mixer: bool = True):
         super().__init__()
         self.d_inner = expand * d_model
         self.d_state = d_state
         self.dt_rank = math.ceil(d_model / 16)
         self.scan_impl = scan_impl
+        self.fused_mixer = fused_mixer
         E, N, R = self.d_inner, d_state, self.dt_rank
         self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
         self.conv1d = nn.Conv1d(E, E, d_conv, groups=E, padding=d_conv - 1, bias=True)
@@ -127,17 +155,32 @@ class BiMambaMixer(nn.Module):
         self.dt_proj_b.bias.zero_()
         rescale_out_proj_(self.out_proj.weight, n_layer)
 
-    def _direction(self, x, z, conv1d, x_proj, dt_proj, A_log, D):
-        """One direction on (B, E, L) tensors: causal conv, input-dependent dt/B/C, selective scan."""
-        x, delta, B, C = conv_and_project(x, conv1d, x_proj, dt_proj.weight, self.dt_rank, self.d_state)
-        return scan_direction(x, delta, A_log, B, C, D, z, dt_proj.bias, self.scan_impl)  # (B, E, L)
+    def _direction(self, x, z, conv1d, x_proj, dt_proj, A_log, D, *, fused: bool = False, reverse: bool = False,
+                   addend: torch.Tensor | None = None, out_scale: float = 1.0):
+        """One direction on (B, E, L) tensors: causal conv, input-dependent dt/B/C, selective scan;
+        `reverse` (fused path): the same direction run backwards in time, without flipping anything."""
+        x, delta, B, C = conv_and_project(x, conv1d, x_proj, dt_proj.weight, self.dt_rank, self.d_state,
+                                          fused=fused, reverse=reverse)
+        return scan_direction(x, delta, A_log, B, C, D, z, dt_proj.bias, self.scan_impl, reverse,
+                              addend, out_scale)  # (B, E, L)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D). `reverse=True` is flip(mixer(flip(h))) along L."""
         xz = self.in_proj(h).transpose(1, 2)  # (B, 2E, L)
         x, z = xz.chunk(2, dim=1)
-        y_f = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
-        y_b = self._direction(x.flip(-1), z.flip(-1), self.conv1d_b, self.x_proj_b, self.dt_proj_b,
-                              self.A_b_log, self.D_b)
+        forward_params = (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        backward_params = (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
+        if uses_fused_path(self.fused_mixer, self.scan_impl, x):
+            # The "backward" direction runs backwards in time (reverse scan, anti-causal conv) on the
+            # unflipped x and z; with reverse=True the two directions swap roles in time.
+            # The average (y_f + y_b) / 2 is the second scan's epilogue (same rounding as two ops).
+            y_f = self._direction(x, z, *forward_params, fused=True, reverse=reverse)
+            y = self._direction(x, z, *backward_params, fused=True, reverse=not reverse, addend=y_f, out_scale=0.5)
+            return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+        if reverse:
+            return self(h.flip(1)).flip(1)
+        y_f = self._direction(x, z, *forward_params)
+        y_b = self._direction(x.flip(-1), z.flip(-1), *backward_params)
         return self.out_proj(((y_f + y_b.flip(-1)) / 2).transpose(1, 2))  # (B, L, D)
 
 
@@ -152,9 +195,11 @@ class MambaBlock(nn.Module):
         self.mixer = mixer
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, h: torch.Tensor, residual: torch.Tensor | None):
+    def forward(self, h: torch.Tensor, residual: torch.Tensor | None, reverse: bool = False):
+        """`reverse=True` (bidirectional mixers): flip(block(flip(h), flip(residual))) along L."""
         residual = h if residual is None else residual + self.drop_path(h)
-        h = self.mixer(self.norm(residual.to(self.norm.weight.dtype)))
+        x = self.norm(residual.to(self.norm.weight.dtype))
+        h = self.mixer(x, reverse=True) if reverse else self.mixer(x)
         return h, residual.float()  # residual_in_fp32
 
 
@@ -166,7 +211,7 @@ class SSAMBA(ScanImplMixin, AudioModel):
     def __init__(self, *, size: str = "custom", embed_dim: int, depth: int = 24, d_state: int = 16,
                  d_conv: int = 4, expand: int = 2, drop_path_rate: float = 0.1, input_frames: int = 1024,
                  fstride: int = 16, tstride: int = 16, n_mels: int = 128, num_classes: int = 527,
-                 scan_impl: str = "auto"):
+                 scan_impl: str = "auto", fused_mixer: bool = True):
         check_scan_impl(scan_impl)
         if depth % 2:
             raise UserInputError(f"SSAMBA runs its blocks in flipped pairs: depth must be even, got {depth}")
@@ -179,7 +224,8 @@ class SSAMBA(ScanImplMixin, AudioModel):
         rates = [0.0] + torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.layers = nn.ModuleList(
             MambaBlock(embed_dim, BiMambaMixer(embed_dim, d_state=d_state, d_conv=d_conv, expand=expand,
-                                               n_layer=depth, scan_impl=scan_impl), rates[i])
+                                               n_layer=depth, scan_impl=scan_impl, fused_mixer=fused_mixer),
+                       rates[i])
             for i in range(depth)
         )
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
@@ -193,11 +239,16 @@ class SSAMBA(ScanImplMixin, AudioModel):
         x = self.patch_embed(x)  # (B, N, D)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed  # (B, N + 1, D)
         h, residual = x, None
+        fused = uses_fused_path(self.layers[0].mixer.fused_mixer, self.layers[0].mixer.scan_impl, x)
         for i in range(0, len(self.layers), 2):
             h_f, r_f = self.layers[i](h, residual)
-            h_b, r_b = self.layers[i + 1](h.flip(1), None if residual is None else residual.flip(1))
+            if fused:  # block i + 1 on the flipped sequence, flipped back, without a flip (module docstring)
+                h_b, r_b = self.layers[i + 1](h, residual, reverse=True)
+            else:
+                h_b, r_b = self.layers[i + 1](h.flip(1), None if residual is None else residual.flip(1))
+                h_b, r_b = h_b.flip(1), r_b.flip(1)
             # Quirk of the original: the two halves are added, not averaged, so the residual doubles.
-            h, residual = h_f + h_b.flip(1), r_f + r_b.flip(1)
+            h, residual = h_f + h_b, r_f + r_b
         h = self.norm_f((residual + self.drop_path(h)).to(self.norm_f.weight.dtype))
         return self.norm_f(h)  # quirk of the original: norm_f a second time
 

@@ -40,6 +40,8 @@ VERBS = {
                                        "update`."),
     "scanbench": ("bench.cli.scanbench", "Time every selective-scan backend side by side: ms, speed-up over the "
                                          "reference, GFLOP/s, peak memory."),
+    "mixerbench": ("bench.cli.mixerbench", "Measure SSAMBA's CPU path, fused vs the authors' op-by-op mixer: profile "
+                                           "shares, FLOP floor, training step."),
     "data": ("bench.cli.data", "Build and list the offline accuracy datasets (keyword spotting, speaker ID, sound "
                                "events, real digits)."),
     "collect": ("bench.cli.collect", "Merge a run's per-job shards into results.jsonl/csv/parquet and report missing "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from bench.cli.arg_types import nonnegative_float, positive_int, positive_int_list
@@ -56,17 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write rows and environment to this file")
 
 
-def _load() -> str:
-    try:
-        return "%.1f" % os.getloadavg()[0]
-    except OSError:
-        return "n/a"
-
-
 def run(args) -> int:
     import torch
 
     from bench.measure.env import collect_env, cpu_model
+    from bench.measure.env import load_average_text as _load
     from bench.measure.scan_kernels import ScanBenchConfig, bench_length, format_table, matmul_gflops, resolve_impls
     from bench.measure.timing import make_timer
     from models.scan.cpu import cpu_ext_available, cpu_ext_error

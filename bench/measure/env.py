@@ -49,6 +49,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average_text() -> str:
+    """The 1-minute load average as text ("n/a" where the OS has none): printed beside timings,
+    since other processes on the machine share its cores."""
+    try:
+        return "%.1f" % os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return "n/a"
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

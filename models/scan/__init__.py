@@ -88,12 +88,16 @@ def resolve_scan_impl(impl: str, device: torch.device | str = "cpu", needs_grad:
     return fallback
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl="auto"):
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl="auto",
+                   reverse=False, addend=None, out_scale=1.0):
     """mamba-ssm's `selective_scan_fn` semantics: u, delta, z (B, E, L); A (E, N); B, C (B, N, L) or
     (B, G, N, L); D, delta_bias (E,). Returns y (B, E, L) in u's dtype (computed in float32, or
-    float64 for float64 inputs)."""
+    float64 for float64 inputs). `reverse=True` scans from the last step to the first: the result is
+    flip(selective_scan(flipped u, delta, B, C, z)) along L, without the flipped copies on cpu_cpp.
+    With `addend` (B, E, L) and `out_scale` the result is (addend + y) * out_scale (fused on cpu_cpp)."""
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias)
     )
     name = resolve_scan_impl(impl, u.device, needs_grad)
-    return selective_scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, name)
+    return selective_scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, name, reverse, addend,
+                             float(out_scale))

@@ -1,8 +1,12 @@
 """The selective scan as a PyTorch custom operator: one op for every backend.
 
-`torch.ops.ssamba_bench.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl)`
-runs the backend named by `impl` (already resolved to a concrete name). Wrapping it as a
-`torch.library.custom_op` gives it:
+`torch.ops.ssamba_bench.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl, reverse)`
+runs the backend named by `impl` (already resolved to a concrete name). `reverse` scans from the last
+step to the first, i.e. flip(scan(flip(inputs))) along L: the C++ kernel walks L backwards itself
+(no copies); every other backend gets flipped inputs and its output flipped back. The result is
+(addend + y) * out_scale: a bidirectional mixer passes the other direction's output and 1/2 (SSAMBA
+averages) or 1 (AuM's Fo-Bi sums), which the C++ kernel applies in its epilogue, so combining the two
+directions is not a pass of its own. Wrapping it as a `torch.library.custom_op` gives it:
 
 - a fake (meta) implementation that allocates exactly what the fused kernels allocate, the output
   y (B, E, L), so FakeTensorMode / meta-device runs predict memory of a fused scan that never
@@ -63,26 +67,51 @@ def selective_scan_op(
     delta_bias: Tensor | None,
     delta_softplus: bool,
     impl: str,
+    reverse: bool = False,
+    addend: Tensor | None = None,
+    out_scale: float = 1.0,
 ) -> Tensor:
-    """y (B, E, L) from the backend `impl`; see models.scan.selective_scan for the arguments."""
+    """(addend + y) * out_scale, y (B, E, L) from the backend `impl`; see models.scan.selective_scan."""
     if u.numel() == 0:  # nothing to scan: no backend is asked (see the module docstring)
-        return _empty_output(u, z, impl)
-    return BACKENDS[impl](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return _empty_output(u, z, impl, reverse)
+    if impl == "cpu_cpp":
+        return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse,
+                                  addend=addend, out_scale=out_scale)
+    y = _run_backend(BACKENDS[impl], (u, delta, A, B, C, D, z, delta_bias), delta_softplus, reverse)
+    return _epilogue(y, addend, out_scale)
 
 
-def _empty_output(u: Tensor, z: Tensor | None, impl: str) -> Tensor:
+def _epilogue(y: Tensor, addend: Tensor | None, out_scale: float) -> Tensor:
+    """(addend + y) * out_scale as separate ops (the C++ kernel does it in its epilogue)."""
+    if addend is not None:
+        y = addend + y
+    return y * out_scale if out_scale != 1.0 else y
+
+
+def _run_backend(fn: Callable[..., Tensor], inputs: Sequence[Tensor | None], delta_softplus: bool,
+                 reverse: bool) -> Tensor:
+    """fn on (u, delta, A, B, C, D, z, delta_bias); a reverse scan as flip(fn(flipped inputs))."""
+    if not reverse:
+        return fn(*inputs, delta_softplus)
+    u, delta, A, B, C, D, z, delta_bias = inputs
+    flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731 - along L for every sequence
+    return fn(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus).flip(-1)
+
+
+def _empty_output(u: Tensor, z: Tensor | None, impl: str, reverse: bool = False) -> Tensor:
     """A y (B, E, L) with unset values, laid out as the backend `impl` lays it out: what the fake kernel
     allocates, and the whole answer to an empty problem."""
     batch, dim, length = u.shape
-    if impl == "cpu_cpp" and output_is_lanes(u, z):
+    if impl == "cpu_cpp" and output_is_lanes(u, z, reverse):
         return u.new_empty(batch, length, dim).transpose(1, 2)
     return u.new_empty(batch, dim, length)
 
 
 @selective_scan_op.register_fake
-def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl):
+def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl, reverse=False, addend=None,
+                         out_scale=1.0):
     # (B, E, L): the only tensor a fused scan allocates, in the layout the real kernel returns.
-    return _empty_output(u, z, impl)
+    return _empty_output(u, z, impl, reverse)
 
 
 @torch.library.custom_op("ssamba_bench::selective_scan_cpu_backward", mutates_args=())
@@ -97,48 +126,61 @@ def selective_scan_cpu_backward_op(
     z: Tensor | None,
     delta_bias: Tensor | None,
     delta_softplus: bool,
+    reverse: bool = False,
+    out_scale: float = 1.0,
 ) -> list[Tensor]:
     """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias]; an absent input's gradient is an empty tensor."""
-    grads = selective_scan_cpu_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    grads = selective_scan_cpu_backward(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
+                                        out_scale)
     return [u.new_empty(0) if g is None else g for g in grads]
 
 
 @selective_scan_cpu_backward_op.register_fake
-def _selective_scan_cpu_backward_fake(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def _selective_scan_cpu_backward_fake(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=False,
+                                      out_scale=1.0):
     # Gradients are allocated like their inputs (du, ddelta, dz keep the input's layout).
     return [u.new_empty(0) if x is None else torch.empty_like(x) for x in (u, delta, A, B, C, D, z, delta_bias)]
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl = inputs
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl, reverse, addend, out_scale = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
     ctx.delta_softplus = delta_softplus
     ctx.impl = impl
+    ctx.reverse = reverse
+    ctx.out_scale = out_scale
 
 
 def _backward(ctx, dout):
     saved = ctx.saved_tensors
     needs = ctx.needs_input_grad[:8]
+    d_addend = None
+    # Trailing arguments left at their defaults are not part of the call (nor of needs_input_grad).
+    n_inputs = len(ctx.needs_input_grad)
+    if n_inputs > 11 and ctx.needs_input_grad[11]:
+        d_addend = dout * ctx.out_scale if ctx.out_scale != 1.0 else dout
     if dout.numel() == 0:
         # An empty y depends on nothing: every gradient is zero (A's, D's and delta_bias's too).
         grads = [torch.zeros_like(x) if x is not None and need else None for x, need in zip(saved, needs)]
     elif ctx.impl == "cpu_cpp":
-        grads = selective_scan_cpu_backward_op(dout, *saved, ctx.delta_softplus)
+        grads = selective_scan_cpu_backward_op(dout, *saved, ctx.delta_softplus, ctx.reverse, ctx.out_scale)
         grads = [g if x is not None and need else None for g, x, need in zip(grads, saved, needs)]
     else:
         twin = DIFFERENTIABLE_TWIN.get(ctx.impl, ctx.impl)
-        grads = _recompute_grads(BACKENDS[twin], dout, saved, needs, ctx.delta_softplus)
-    return (*grads, None, None)
+        dy = dout * ctx.out_scale if ctx.out_scale != 1.0 else dout
+        grads = _recompute_grads(BACKENDS[twin], dy, saved, needs, ctx.delta_softplus, ctx.reverse)
+    return (*grads, None, None, None, d_addend, None)[:n_inputs]
 
 
-def _recompute_grads(fn, dout: Tensor, saved: Sequence[Tensor | None], needs: Sequence[bool], delta_softplus: bool):
+def _recompute_grads(fn, dout: Tensor, saved: Sequence[Tensor | None], needs: Sequence[bool], delta_softplus: bool,
+                     reverse: bool):
     """Gradients of a differentiable backend: rerun its forward under autograd, differentiate it."""
     with torch.enable_grad():
         leaves = [None if x is None else x.detach().requires_grad_(need) for x, need in zip(saved, needs)]
         wanted = [x for x in leaves if x is not None and x.requires_grad]
         if not wanted:
             return [None] * len(saved)
-        y = fn(*leaves, delta_softplus)
+        y = _run_backend(fn, leaves, delta_softplus, reverse)
         found = iter(torch.autograd.grad(y, wanted, dout, allow_unused=True))
     return [next(found) if x is not None and x.requires_grad else None for x in leaves]
 

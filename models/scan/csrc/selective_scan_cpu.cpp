@@ -20,6 +20,14 @@
 // exp is a degree-5 polynomial with AVX-512 roundscale/scalef range reduction (generic GCC vector
 // code on other ISAs); softplus and sigmoid are polynomial too.
 //
+// The epilogue can finish a bidirectional mixer: out = (addend + y) * out_scale, where addend is the
+// other direction's output (SSAMBA averages the two: scale 1/2; AuM's Fo-Bi sums them), so the sum
+// is never a separate pass over memory.
+//
+// With `reverse` the scan runs from the last step to the first (the backward direction of a
+// bidirectional Mamba): every sequence is read and written through a negative stride along L, so
+// no flipped copy of u, delta, B, C, z or y is ever made. Lanes layouts only (the wrapper ensures).
+//
 // The backward recomputes the forward with states checkpointed at chunk starts, then runs the
 // reverse scan chunk by chunk (as mamba-ssm's CUDA backward does). dB and dC are sums over the
 // channels of a group: each run accumulates them lane-wise and reduces once per chunk into its own
@@ -42,163 +50,18 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX512F__) || defined(__AVX__)
-#include <immintrin.h>
-#endif
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
+#include "cpu_kernel_common.h"
 
 namespace {
 
+using namespace ssamba_cpu;
+
 constexpr int64_t kChunkFwd = 256;  // time steps per forward chunk (B, C chunks: 32 KB)
-constexpr int64_t kChunkBwd = 64;   // per backward chunk (state and decay buffers: 64 KB each)
+// Steps per backward chunk: state and decay buffers of 64 KB each whatever the vector width (64 steps
+// with AVX-512, 128 with AVX2). A sequence within one chunk (a fine-tuning clip's ~100 tokens) needs
+// no checkpointing pass.
+constexpr int64_t kChunkBwd = 64 * 64 / kVecBytes;
 constexpr int64_t kMaxState = 256;  // largest d_state (mamba-ssm's limit too)
-constexpr float kLog2e = 1.4426950408889634f;
-
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
-// ---------------------------------------------------------------- lane vectors
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
-
-typedef float VF __attribute__((vector_size(kVecBytes)));
-typedef double VD __attribute__((vector_size(kVecBytes)));
-typedef int32_t VI __attribute__((vector_size(kVecBytes)));
-
-template <typename T>
-struct Lanes;
-
-template <>
-struct Lanes<float> {
-  using V = VF;
-  static constexpr int W = kVecBytes / 4;
-  // exp(dt * A) is evaluated as exp2(dt * (A * log2 e)): one multiply fewer in the hot loop.
-  static constexpr float kAScale = kLog2e;
-
-  // 2^x: degree-5 near-minimax polynomial on [-0.5, 0.5] (relative error 9e-8 before rounding, about
-  // float32's resolution; one FMA fewer than Cephes' degree 6, and the FMA pipes bound the scan).
-  static ALWAYS_INLINE V exp2(V x) {
-#if defined(__AVX512F__)
-    // roundscale + scalef: no clamping needed, under/overflow give 0/inf, NaN propagates.
-    const V k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#else
-    x = x < -126.f ? V{} - 126.f : x;
-    x = x > 127.f ? V{} + 127.f : x;
-    const V k = (x + 12582912.f) - 12582912.f;  // round to nearest integer (1.5 * 2^23 trick)
-#endif
-    const V r = x - k;
-    V p = V{} + 1.326472616846437e-3f;
-    p = p * r + 9.671512757809067e-3f;
-    p = p * r + 5.550733746645330e-2f;
-    p = p * r + 2.402224208280080e-1f;
-    p = p * r + 6.931469775968758e-1f;
-    p = p * r + 1.0f;
-#if defined(__AVX512F__)
-    return _mm512_scalef_ps(p, k);
-#else
-    const VI bits = (__builtin_convertvector(k, VI) + 127) << 23;
-    return p * (V)bits;
-#endif
-  }
-  static ALWAYS_INLINE V exp_scaled(V x) { return exp2(x); }
-  static ALWAYS_INLINE V exp(V x) { return exp2(x * kLog2e); }
-  static ALWAYS_INLINE V sigmoid(V x) { return 1.0f / (1.0f + exp(-x)); }
-  // softplus(x) = max(x, 0) + log1p(exp(-|x|)); log1p(w), w in (0, 1], is Cephes' logf polynomial
-  // with an exact argument reduction (no rounding of 1 + w).
-  static ALWAYS_INLINE V softplus(V x) {
-    const V zero = {};
-    const V w = exp(x < zero ? x : -x);
-    const auto big = w > 0.41421356f;  // 1 + w > sqrt(2): write 1 + w = 2 * (1 + f)
-    const V f = big ? (w - 1.0f) * 0.5f : w;
-    const V e = big ? zero + 1.0f : zero;
-    const V z = f * f;
-    V y = zero + 7.0376836292e-2f;
-    y = y * f - 1.1514610310e-1f;
-    y = y * f + 1.1676998740e-1f;
-    y = y * f - 1.2420140846e-1f;
-    y = y * f + 1.4249322787e-1f;
-    y = y * f - 1.6668057665e-1f;
-    y = y * f + 2.0000714765e-1f;
-    y = y * f - 2.4999993993e-1f;
-    y = y * f + 3.3333331174e-1f;
-    y = y * f * z;
-    y += -2.12194440e-4f * e;
-    y += -0.5f * z;
-    return (x > zero ? x : zero) + (f + y + 0.693359375f * e);
-  }
-};
-
-// float64 is for tight tests, not speed: the same code paths, with libm lane by lane.
-template <>
-struct Lanes<double> {
-  using V = VD;
-  static constexpr int W = kVecBytes / 8;
-  static constexpr double kAScale = 1.0;
-  static ALWAYS_INLINE V exp_scaled(V x) {
-    for (int j = 0; j < W; ++j) x[j] = std::exp(x[j]);
-    return x;
-  }
-  static ALWAYS_INLINE V sigmoid(V x) {
-    for (int j = 0; j < W; ++j) x[j] = 1.0 / (1.0 + std::exp(-x[j]));
-    return x;
-  }
-  static ALWAYS_INLINE V softplus(V x) {  // torch's threshold of 20
-    for (int j = 0; j < W; ++j) x[j] = x[j] > 20.0 ? x[j] : std::log1p(std::exp(x[j]));
-    return x;
-  }
-};
-
-// Moving W x W tiles between rows (one channel, W consecutive steps: how (B, E, L) tensors lie
-// in memory) and lanes (one step, W channels: how the recurrence computes).
-template <typename T>
-struct Tile {
-  using V = typename Lanes<T>::V;
-  static constexpr int W = Lanes<T>::W;
-
-  template <size_t... I>
-  static ALWAYS_INLINE V zip_lo(V a, V b, std::index_sequence<I...>) {
-    return __builtin_shufflevector(a, b, ((I & 1) ? W + I / 2 : I / 2)...);
-  }
-  template <size_t... I>
-  static ALWAYS_INLINE V zip_hi(V a, V b, std::index_sequence<I...>) {
-    return __builtin_shufflevector(a, b, ((I & 1) ? W + W / 2 + I / 2 : W / 2 + I / 2)...);
-  }
-  // In-register transpose of r[0..W): log2(W) rounds of the perfect shuffle.
-  static ALWAYS_INLINE void transpose(V* r) {
-    for (int width = 1; width < W; width *= 2) {
-      V t[W];
-#pragma GCC unroll 16
-      for (int i = 0; i < W / 2; ++i) {
-        t[2 * i] = zip_lo(r[i], r[i + W / 2], std::make_index_sequence<W>{});
-        t[2 * i + 1] = zip_hi(r[i], r[i + W / 2], std::make_index_sequence<W>{});
-      }
-#pragma GCC unroll 16
-      for (int i = 0; i < W; ++i) r[i] = t[i];
-    }
-  }
-  // n <= W consecutive values from p; the rest of the vector is zero.
-  static ALWAYS_INLINE V load(const T* p, int64_t n) {
-    V v = {};
-    if (n == W) std::memcpy(&v, p, sizeof(V));
-    else std::memcpy(&v, p, n * sizeof(T));
-    return v;
-  }
-  static ALWAYS_INLINE void store(T* p, V v, int64_t n) {
-    if (n == W) std::memcpy(p, &v, sizeof(V));
-    else std::memcpy(p, &v, n * sizeof(T));
-  }
-  static ALWAYS_INLINE T sum(V v) {
-    T s = 0;
-    for (int j = 0; j < W; ++j) s += v[j];
-    return s;
-  }
-};
 
 // ---------------------------------------------------------------- problem description
 // A (B, E, L) tensor in either layout the model produces: rows (unit stride along L, as a conv
@@ -211,6 +74,14 @@ struct Seq {
   T* p = nullptr;
   int64_t sb = 0, se = 0, sl = 0;
   bool lanes = false;
+
+  // Step t of the view is step len - 1 - t of the tensor: a negative stride along L. Lanes only
+  // (a rows tile is read as consecutive memory); make_problem checks.
+  void reverse_time(int64_t len) {
+    if (len <= 1) return;
+    p += (len - 1) * sl;
+    sl = -sl;
+  }
 
   // Tile of channels [e0, e0 + nl) x steps [t, t + n) of batch row b, as n lane vectors out[k]
   // (channels in lanes; lanes >= nl and vectors >= n are zero).
@@ -246,6 +117,9 @@ struct Problem {
   const T* D;                                   // (E,) or null
   const T* dbias;                               // (E,) or null
   bool softplus;
+  bool reverse;  // the scan runs from step L - 1 down to 0: every sequence is viewed time-reversed
+  Seq<T> addend;  // (B, E, L) or null: out = (addend + y) * out_scale (the other direction's output)
+  T out_scale;    // out = y * out_scale without an addend
 };
 
 // A run: channels [e_begin, e_end) of batch b, all in group g, so they share B and C.
@@ -425,6 +299,12 @@ void forward_run(const Problem<T>& P, const Run& run, const Seq<T>& out, const T
           P.z.load(run.b, e0, nl, t0 + tt, n, zz);
           for (int64_t kk = 0; kk < n; ++kk) o[kk] = o[kk] * zz[kk] * Lanes<T>::sigmoid(zz[kk]);
         }
+        if (P.addend.p != nullptr) {  // the epilogue of a bidirectional mixer: (addend + y) * scale
+          P.addend.load(run.b, e0, nl, t0 + tt, n, zz);
+          for (int64_t kk = 0; kk < n; ++kk) o[kk] = (zz[kk] + o[kk]) * P.out_scale;
+        } else if (P.out_scale != T(1)) {
+          for (int64_t kk = 0; kk < n; ++kk) o[kk] = o[kk] * P.out_scale;
+        }
         out.store(run.b, e0, nl, t0 + tt, n, o);
       }
     }
@@ -442,8 +322,9 @@ struct Grads {
   T* dA;                        // (B, E, N): per-batch partials
   T* dD;                        // (B, E)
   T* ddbias;                    // (B, E)
-  T* dB;                        // (runs, N, L): one partial per run
+  T* dB;                        // (runs, N, L): one partial per run, in the tensor's time order
   T* dC;
+  bool reverse;                 // as Problem::reverse: scan step t is tensor step L - 1 - t
 };
 
 template <typename T, int NT>
@@ -527,6 +408,8 @@ void backward_run(const Problem<T>& P, const Run& run, int64_t run_index, const 
         const int64_t n = std::min<int64_t>(W, tl - tt);
         V g[W], zz[W];
         G.dout.load(run.b, e0, nl, t0 + tt, n, g);
+        if (P.out_scale != T(1))
+          for (int64_t kk = 0; kk < n; ++kk) g[kk] = g[kk] * P.out_scale;
         if (P.z.p != nullptr) {
           P.z.load(run.b, e0, nl, t0 + tt, n, zz);
           for (int64_t kk = 0; kk < n; ++kk) {
@@ -588,11 +471,13 @@ void backward_run(const Problem<T>& P, const Run& run, int64_t run_index, const 
       }
     }
     // This run's share of dB and dC over the chunk: sum the lanes, store (N, L).
-    for (int64_t t = 0; t < tl; ++t)
+    for (int64_t t = 0; t < tl; ++t) {
+      const int64_t at = G.reverse ? L - 1 - (t0 + t) : t0 + t;
       for (int64_t n = 0; n < N; ++n) {
-        dB[n * L + t0 + t] = Tl::sum(dBv[t * N + n]);
-        dC[n * L + t0 + t] = Tl::sum(dCv[t * N + n]);
+        dB[n * L + at] = Tl::sum(dBv[t * N + n]);
+        dC[n * L + at] = Tl::sum(dCv[t * N + n]);
       }
+    }
   }
   for (int64_t i = 0; i < nrun; ++i) {
     const int64_t be = run.b * P.dim + run.e_begin + i, k = i / W, j = i % W;
@@ -625,34 +510,11 @@ Seq<T> make_seq(const at::Tensor& t, const char* name) {
   return s;
 }
 
-// Ask for transparent huge pages on a large fresh output before it is first written: on Linux a
-// new 34 MB tensor otherwise costs ~8,000 page faults, several times the time the kernel needs to
-// fill it. (PyTorch does the same for every allocation under THP_MEM_ALLOC_ENABLE=1.) Advice only:
-// failure changes nothing.
-void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const auto end = begin + t.nbytes();
-  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = end & ~(kHuge - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#else
-  (void)t;
-#endif
-}
-
-// (B, E, L) with unit stride along E when `lanes`, contiguous otherwise.
-at::Tensor empty_seq(int64_t batch, int64_t dim, int64_t len, bool lanes, const at::TensorOptions& opts) {
-  auto t = lanes ? at::empty({batch, len, dim}, opts).transpose(1, 2) : at::empty({batch, dim, len}, opts);
-  advise_huge_pages(t);
-  return t;
-}
-
 template <typename T>
 Problem<T> make_problem(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
                         const at::Tensor& C, const c10::optional<at::Tensor>& D,
                         const c10::optional<at::Tensor>& z, const c10::optional<at::Tensor>& dbias,
-                        bool softplus) {
+                        bool softplus, bool reverse) {
   const auto dtype = u.scalar_type();
   TORCH_CHECK(u.dim() == 3, "u must be (B, E, L)");
   TORCH_CHECK(A.dim() == 2 && B.dim() == 4 && C.dim() == 4, "A must be (E, N), B and C (B, G, N, L)");
@@ -687,7 +549,29 @@ Problem<T> make_problem(const at::Tensor& u, const at::Tensor& delta, const at::
     P.dbias = dbias->data_ptr<T>();
   }
   P.softplus = softplus;
+  P.reverse = reverse;
+  P.out_scale = T(1);
+  if (reverse && len > 1) {
+    TORCH_CHECK(P.u.lanes && P.delta.lanes && (z.has_value() ? P.z.lanes : true),
+                "a reverse scan needs u, delta and z with unit stride along E");
+    P.u.reverse_time(len);
+    P.delta.reverse_time(len);
+    if (z.has_value()) P.z.reverse_time(len);
+    P.Bm += (len - 1) * P.B_sl; P.B_sl = -P.B_sl;
+    P.Cm += (len - 1) * P.C_sl; P.C_sl = -P.C_sl;
+  }
   return P;
+}
+
+// A sequence the kernel writes (out, du, ddelta, dz), viewed in the problem's time order.
+template <typename T>
+Seq<T> output_seq(const at::Tensor& t, const char* name, const Problem<T>& P) {
+  Seq<T> s = make_seq<T>(t, name);
+  if (P.reverse && P.len > 1) {
+    TORCH_CHECK(s.lanes, name, ": a reverse scan needs unit stride along E");
+    s.reverse_time(P.len);
+  }
+  return s;
 }
 
 // d_state 16 is what every Mamba model here uses; other sizes take the runtime-N path.
@@ -704,13 +588,19 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& u, const at::Tenso
                                             const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
                                             const c10::optional<at::Tensor>& delta_bias, bool delta_softplus,
                                             const c10::optional<at::Tensor>& initial_state,
-                                            bool return_last_state, bool lanes_out) {
+                                            bool return_last_state, bool lanes_out, bool reverse,
+                                            const c10::optional<at::Tensor>& addend, double out_scale) {
   TORCH_CHECK(u.dim() == 3 && A.dim() == 2, "u must be (B, E, L) and A (E, N)");
   auto out = empty_seq(u.size(0), u.size(1), u.size(2), lanes_out, u.options());
   auto last = return_last_state ? at::empty({u.size(0), u.size(1), A.size(1)}, u.options())
                                 : at::empty({0}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_fwd", [&] {
-    auto P = make_problem<scalar_t>(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+    auto P = make_problem<scalar_t>(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse);
+    P.out_scale = static_cast<scalar_t>(out_scale);
+    if (addend.has_value()) {
+      check_tensor(*addend, "addend", u.scalar_type(), {P.batch, P.dim, P.len});
+      P.addend = output_seq<scalar_t>(*addend, "addend", P);
+    }
     const scalar_t* h0 = nullptr;
     if (initial_state.has_value()) {
       check_tensor(*initial_state, "initial_state", u.scalar_type(), {P.batch, P.dim, P.nstate});
@@ -727,7 +617,7 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& u, const at::Tenso
     }
     const auto runs = make_runs(P.batch, P.dim, P.groups, segments_for(P.batch * P.groups, at::get_num_threads(), 4),
                                 Lanes<scalar_t>::W);
-    const Seq<scalar_t> o = make_seq<scalar_t>(out, "out");
+    const Seq<scalar_t> o = output_seq<scalar_t>(out, "out", P);
     dispatch_nstate(P.nstate, [&](auto nt) {
       constexpr int NT = decltype(nt)::value;
       for_each_run(static_cast<int64_t>(runs.size()),
@@ -742,7 +632,8 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& u, const at::Tenso
 std::vector<at::Tensor> scan_bwd(const at::Tensor& dout, const at::Tensor& u, const at::Tensor& delta,
                                  const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                                  const c10::optional<at::Tensor>& D, const c10::optional<at::Tensor>& z,
-                                 const c10::optional<at::Tensor>& delta_bias, bool delta_softplus) {
+                                 const c10::optional<at::Tensor>& delta_bias, bool delta_softplus, bool reverse,
+                                 double dout_scale) {
   TORCH_CHECK(u.dim() == 3 && A.dim() == 2 && B.dim() == 4, "u must be (B, E, L), A (E, N), B (B, G, N, L)");
   TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type(),
               "dout must be shaped and typed like u");
@@ -761,13 +652,15 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& dout, const at::Tensor& u, co
   auto dBp = at::zeros({nruns, nstate, len}, opts);
   auto dCp = at::zeros({nruns, nstate, len}, opts);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_bwd", [&] {
-    auto P = make_problem<scalar_t>(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+    auto P = make_problem<scalar_t>(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse);
+    P.out_scale = static_cast<scalar_t>(dout_scale);  // the forward's out_scale: dy = dout * out_scale
     if (P.len == 0 || nruns == 0) return;
     Grads<scalar_t> G;
-    G.dout = make_seq<scalar_t>(dout, "dout");
-    G.du = make_seq<scalar_t>(du, "du");
-    G.ddelta = make_seq<scalar_t>(ddelta, "ddelta");
-    if (z.has_value()) G.dz = make_seq<scalar_t>(dz, "dz");
+    G.dout = output_seq<scalar_t>(dout, "dout", P);
+    G.du = output_seq<scalar_t>(du, "du", P);
+    G.ddelta = output_seq<scalar_t>(ddelta, "ddelta", P);
+    if (z.has_value()) G.dz = output_seq<scalar_t>(dz, "dz", P);
+    G.reverse = reverse;
     G.dA = dA.data_ptr<scalar_t>();
     G.dD = dD.data_ptr<scalar_t>();
     G.ddbias = ddb.data_ptr<scalar_t>();
@@ -793,10 +686,11 @@ std::vector<at::Tensor> scan_bwd(const at::Tensor& dout, const at::Tensor& u, co
 TORCH_LIBRARY(ssamba_scan_cpu, m) {
   m.def(
       "fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, "
-      "bool delta_softplus, Tensor? initial_state, bool return_last_state, bool lanes_out) -> (Tensor, Tensor)");
+      "bool delta_softplus, Tensor? initial_state, bool return_last_state, bool lanes_out, bool reverse, "
+      "Tensor? addend, float out_scale) -> (Tensor, Tensor)");
   m.def(
       "bwd(Tensor dout, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
-      "Tensor? delta_bias, bool delta_softplus) -> Tensor[]");
+      "Tensor? delta_bias, bool delta_softplus, bool reverse, float dout_scale) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(ssamba_scan_cpu, CPU, m) {

@@ -168,19 +168,21 @@ class BiMambaMixer(nn.Module):
         """(B, L, D) -> (B, L, D). `reverse=True` is flip(mixer(flip(h))) along L."""
         xz = self.in_proj(h).transpose(1, 2)  # (B, 2E, L)
         x, z = xz.chunk(2, dim=1)
-        forward_params = (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
-        backward_params = (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b)
         if uses_fused_path(self.fused_mixer, self.scan_impl, x):
             # The "backward" direction runs backwards in time (reverse scan, anti-causal conv) on the
             # unflipped x and z; with reverse=True the two directions swap roles in time.
             # The average (y_f + y_b) / 2 is the second scan's epilogue (same rounding as two ops).
-            y_f = self._direction(x, z, *forward_params, fused=True, reverse=reverse)
-            y = self._direction(x, z, *backward_params, fused=True, reverse=not reverse, addend=y_f, out_scale=0.5)
+            y_f = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D,
+                                  fused=True, reverse=reverse)
+            y = self._direction(x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
+                                fused=True, reverse=not reverse, addend=y_f, out_scale=0.5)
             return self.out_proj(y.transpose(1, 2))  # (B, L, D)
         if reverse:
             return self(h.flip(1)).flip(1)
-        y_f = self._direction(x, z, *forward_params)
-        y_b = self._direction(x.flip(-1), z.flip(-1), *backward_params)
+        # The authors' op sequence (keep it as is: its tensor lifetimes are what memory predictions model).
+        y_f = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        y_b = self._direction(x.flip(-1), z.flip(-1), self.conv1d_b, self.x_proj_b, self.dt_proj_b,
+                              self.A_b_log, self.D_b)
         return self.out_proj(((y_f + y_b.flip(-1)) / 2).transpose(1, 2))  # (B, L, D)
 
 
@@ -242,13 +244,13 @@ class SSAMBA(ScanImplMixin, AudioModel):
         fused = uses_fused_path(self.layers[0].mixer.fused_mixer, self.layers[0].mixer.scan_impl, x)
         for i in range(0, len(self.layers), 2):
             h_f, r_f = self.layers[i](h, residual)
+            # Quirk of the original: the two halves are added, not averaged, so the residual doubles.
             if fused:  # block i + 1 on the flipped sequence, flipped back, without a flip (module docstring)
                 h_b, r_b = self.layers[i + 1](h, residual, reverse=True)
+                h, residual = h_f + h_b, r_f + r_b
             else:
                 h_b, r_b = self.layers[i + 1](h.flip(1), None if residual is None else residual.flip(1))
-                h_b, r_b = h_b.flip(1), r_b.flip(1)
-            # Quirk of the original: the two halves are added, not averaged, so the residual doubles.
-            h, residual = h_f + h_b, r_f + r_b
+                h, residual = h_f + h_b.flip(1), r_f + r_b.flip(1)
         h = self.norm_f((residual + self.drop_path(h)).to(self.norm_f.weight.dtype))
         return self.norm_f(h)  # quirk of the original: norm_f a second time
 

@@ -17,7 +17,7 @@ from bench.accuracy.finetune_loop import classification_metrics, train_steps
 from bench.accuracy.pretrain_loop import pretrain
 from bench.accuracy.recipe import FinetuneRecipe, PretrainRecipe, mask_patch_for
 from bench.accuracy.run import run_config
-from bench.data import build_task
+from bench.data import build_task, read_manifest
 from bench.store.jsonl import read_jsonl
 from bench.store.run_store import RunStore, load, load_runs
 from bench.store.schema import Metric, case_rows, to_frame, validate
@@ -161,6 +161,14 @@ def test_config_keys_are_checked():
     assert load_config("accuracy").finetune_recipe("kws").steps >= 50
 
 
+def test_purpose_is_checked_and_the_main_jobs_run_is_a_pipeline_check():
+    with pytest.raises(UserInputError, match="purpose must be one of result, pipeline_check, got 'demo'"):
+        parse_config({"purpose": "demo"})
+    assert parse_config({}).purpose == "result"
+    assert load_config("accuracy").purpose == "result"
+    assert load_config("accuracy_ci").purpose == "pipeline_check"  # at chance by design: never shown as a result
+
+
 def _tiny_config(cache, **extra):
     return parse_config({"name": "t", "models": ["ssast", "ssamba"], "size": "test", "tasks": ["kws10"],
                          "small": True, "cache": str(cache), "threads": 2,
@@ -177,6 +185,8 @@ def test_accuracy_run_rows_validate_resume_and_load_with_benchmark_rows(cache, t
     status = df[df["metric"] == "status"]
     assert len(status) == 4 and set(status["status"]) == {"ok"} and set(status["protocol"]) == {"finetune"}
     assert set(status["init"]) == {"pretrained", "scratch"} and set(status["train_steps"]) == {3}
+    n_classes = len(read_manifest("kws10", cache=cache, small=True)["label_names"])
+    assert set(df["n_classes"]) == {n_classes} and set(df["purpose"]) == {"result"}  # recorded in every row
     acc = df[df["metric"] == "accuracy"]
     assert set(acc["split"]) == {"val", "test"} and set(acc["unit"]) == {"fraction"}
     assert ((acc["value"] >= 0) & (acc["value"] <= 1)).all()
@@ -211,6 +221,22 @@ def test_accuracy_run_rows_validate_resume_and_load_with_benchmark_rows(cache, t
     assert set(both["protocol"]) == {"steady", "finetune"}
     assert validate(to_frame(bench_rows)) == []
     assert rows
+
+
+def test_pipeline_check_run_records_its_purpose_and_claims_labels_it(cache, tmp_path, capsys):
+    """accuracy_ci's shape on the test models: the config's purpose reaches every row, the run's table.md and
+    the claims report, which labels the rows and adds the committed reference table."""
+    cfg = dataclasses.replace(_tiny_config(cache, purpose="pipeline_check"), inits=("scratch",), models=("ssast",))
+    run_dir = tmp_path / "check"
+    run_config(cfg, run_dir, log=lambda *_: None)
+    df = load(run_dir)
+    assert validate(df) == [] and set(df["purpose"]) == {"pipeline_check"}
+    assert cli.main(["claims", str(run_dir), "--quiet", "--no-predictions"]) == 0
+    text = (run_dir / "claims.md").read_text()
+    assert "**The accuracy run here is a pipeline check, not a result.**" in text
+    assert "## Reference accuracy (committed results, not measured by this run)" in text
+    test_line = next(line for line in text.splitlines() if line.startswith("| test_ssast | scratch | test |"))
+    assert test_line.endswith("pipeline check, not a result |") or "within the pipeline check's budget" in test_line
 
 
 def test_validate_still_requires_latency_for_benchmark_cases():

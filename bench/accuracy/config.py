@@ -10,6 +10,9 @@
     small = false                         use the reduced `--small` dataset builds (tests)
     threads = 2                           torch intra-op threads
     cache = ""                            dataset cache (default: $SSAMBA_BENCH_DATA or ~/.cache/...)
+    purpose = "result"                    or "pipeline_check": a budget that only proves the pipeline runs
+                                          end to end; recorded in every row, and the claims report then
+                                          labels its numbers so and shows the committed reference table
     [pretrain]                            PretrainRecipe fields (bench/accuracy/recipe.py)
     [finetune]                            FinetuneRecipe fields
     [task_steps]                          task -> fine-tuning steps for that task (every model alike)
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 
 from bench.accuracy.recipe import FinetuneRecipe, PretrainRecipe
 from bench.common.config_fields import build, read_toml, resolve_path
+from bench.common.vocabulary import ACCURACY_PURPOSES
 from bench.data import check_task
 from models.errors import UserInputError
 
@@ -56,6 +60,7 @@ class AccuracyConfig:
     small: bool = False
     threads: int = 2
     cache: str = ""
+    purpose: str = "result"
     pretrain: PretrainRecipe = field(default_factory=PretrainRecipe)
     finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
     task_steps: dict = field(default_factory=dict, metadata={"parse": _task_steps})
@@ -92,6 +97,8 @@ def parse_config(data: dict, where: str = "accuracy config") -> AccuracyConfig:
         if t == "digits-real":
             raise UserInputError(f"{where}: digits-real is a test-only set; it is evaluated with the kws models "
                                  "(digits_real = true), not trained on")
+    if cfg.purpose not in ACCURACY_PURPOSES:
+        raise UserInputError(f"{where}: purpose must be one of {', '.join(ACCURACY_PURPOSES)}, got {cfg.purpose!r}")
     if cfg.size not in SIZES:
         raise UserInputError(f"{where}: size must be tiny, small, base or test, got {cfg.size!r}")
     for section, recipe in (("pretrain", cfg.pretrain), ("finetune", cfg.finetune)):

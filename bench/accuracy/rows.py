@@ -3,7 +3,8 @@
 A case is (model, task, init, the pretraining that init came from, the fine-tuning recipe, dataset
 size). Its `case_id` hashes exactly those, so the same case has the same id in every run and a
 resumed run skips it. Rows, all with protocol "finetune" and the columns task, init ("pretrained" |
-"scratch") and train_steps:
+"scratch"), train_steps, n_classes (chance = 1 / n_classes) and purpose (result | pipeline_check,
+the config's `purpose`, not part of the case id):
     status                       one, as every case
     accuracy, macro_f1           stat "value", unit "fraction", one per split (column `split`): val and
                                  test of the task, and for a kws model "digits-real" (the real
@@ -43,6 +44,7 @@ class FinetuneCase:
     device: str = "cpu"
     attn_impl: str | None = None
     protocol: str = PROTOCOL
+    purpose: str = "result"  # or "pipeline_check" (the config's `purpose`); not part of the case id
 
     @property
     def batch(self) -> int:
@@ -64,8 +66,9 @@ class FinetuneCase:
 
 
 def result_rows(case: FinetuneCase, result: dict | None, *, run_id: str, env: dict, info: dict,
-                error: str | None = None) -> list[dict]:
-    """The rows of one finished (or failed: `result` None, `error` set) fine-tuning case."""
+                error: str | None = None, n_classes: int | None = None) -> list[dict]:
+    """The rows of one finished (or failed: `result` None, `error` set) fine-tuning case; `n_classes`,
+    the classes its classifier chooses from, goes into every row (chance = 1 / n_classes)."""
     metrics = []
     if result is not None:
         for split, m in result["eval"].items():
@@ -79,5 +82,6 @@ def result_rows(case: FinetuneCase, result: dict | None, *, run_id: str, env: di
     rows = case_rows(case, run_id=run_id, env=env, status="ok" if error is None else "error", metrics=metrics,
                      error=error, info=info)
     for row in rows:
-        row.update(task=case.task, init=case.init, train_steps=case.recipe.steps)
+        row.update(task=case.task, init=case.init, train_steps=case.recipe.steps, n_classes=n_classes,
+                   purpose=case.purpose)
     return rows

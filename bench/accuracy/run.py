@@ -43,11 +43,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def make_case(family: str, size: str, task: str, init: str, init_key: str, recipe: FinetuneRecipe,
-              small: bool) -> FinetuneCase:
+              small: bool, purpose: str = "result") -> FinetuneCase:
     grid = PatchGrid(fstride=recipe.stride, tstride=recipe.stride)
     return FinetuneCase(model=registry_name(family, size), family=family, size=size, task=task, init=init,
                         init_key=init_key, recipe=recipe, small=small, n_tokens=grid.n_tokens(recipe.frames),
-                        frames=recipe.frames, attn_impl="eager" if family == "ssast" else None)
+                        frames=recipe.frames, attn_impl="eager" if family == "ssast" else None, purpose=purpose)
 
 
 def digits_real_available(cache, small: bool) -> bool:
@@ -88,7 +88,8 @@ def run_case(case: FinetuneCase, init_path, store: RunStore, run_id: str, env: d
     except Exception as err:  # noqa: BLE001 - a failed case is a row, not the end of the run
         result, error = None, f"{type(err).__name__}: {err}".splitlines()[0]
     info["scan_impl"] = model.describe()["scan_impl"]
-    rows = result_rows(case, result, run_id=run_id, env=env, info=info, error=error)
+    rows = result_rows(case, result, run_id=run_id, env=env, info=info, error=error,
+                       n_classes=len(meta["label_names"]))
     store.event("case_end", case_id=case.case_id, status="ok" if error is None else "error")
     append_jsonl(store.results, rows)
     if result is None:
@@ -144,7 +145,7 @@ def run_config(cfg: AccuracyConfig, run_dir: Path, log=print) -> list[dict]:
         for init in cfg.inits:  # every model pretrained first: the headline cases finish first
             for family in cfg.models:
                 init_key = pretrain_key(cfg) if init == "pretrained" else "scratch"
-                case = make_case(family, cfg.size, task, init, init_key, recipe, cfg.small)
+                case = make_case(family, cfg.size, task, init, init_key, recipe, cfg.small, cfg.purpose)
                 if case.case_id in done:
                     log(f"skip {case.label()}: already recorded ok")
                     continue

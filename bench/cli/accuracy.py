@@ -8,7 +8,8 @@ the step budgets (the same for every model). Pretraining runs once per model on 
 training audio of all tasks; its checkpoint is cached in RUN_DIR/checkpoints/ and its held-out
 losses logged in RUN_DIR/pretrain/. Rows go to RUN_DIR/results.jsonl (+ .csv, .parquet); rerunning
 with the same --out resumes (cases recorded ok are skipped). The table is also written to
-RUN_DIR/table.md.
+RUN_DIR/table.md; a config with `purpose = "pipeline_check"` (accuracy_ci: the main job's run) is
+labelled there, and in every row, as a pipeline check, not a result.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def run(args) -> int:
     with RunLock(out):  # one session writes into a run directory at a time
         rows = run_config(cfg, out)
     table = accuracy_table(rows)
+    if cfg.purpose == "pipeline_check":  # the config says its numbers are no result: the table says so first
+        table = (f"Pipeline check, not results: this budget only proves that pretraining, fine-tuning and evaluation "
+                 f"run end to end (`purpose = \"pipeline_check\"` in {cfg.source}); accuracies under 3x chance mean "
+                 f"nothing about the models. `ssamba-bench claims` shows the committed reference table beside it.\n\n"
+                 f"{table}")
     (out / "table.md").write_text(f"# {cfg.name}: {cfg.description}\n\n{table}\n")
     print(table)
     print(f"results in {out}")

@@ -45,3 +45,16 @@ MEMORY_KINDS = {
 
 # Every `stat` a results row may carry.
 STATS = ("median", "mean", "p10", "p90", "iqr", "min", "max", "std", "value", *MEMORY_KINDS)
+
+# --- accuracy runs ---------------------------------------------------------------------------------
+# What an accuracy run is for (its config's `purpose`, recorded in every row's `purpose` column):
+# "result": its numbers are results at the stated budget; "pipeline_check": its budget only proves
+# that pretraining, fine-tuning and evaluation run end to end (e.g. the main job's accuracy_ci run,
+# whose accuracies are at chance), so reports must never show its numbers as results.
+ACCURACY_PURPOSES = ("result", "pipeline_check")
+# An accuracy counts as evidence of learning from this multiple of chance (1 / classes) on: below it
+# the claims report marks the row instead of presenting it as a result (the main job's accuracy issue).
+LEARNED_X_CHANCE = 3.0
+# Classes of each full accuracy task (bench/data/, docs/datasets.md); rows record their own classifier's
+# `n_classes` (a `--small` build has fewer); this is only the fallback for rows written before they did.
+TASK_CLASSES = {"kws": 35, "kws10": 10, "speakers": 15, "events": 18}

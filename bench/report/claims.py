@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common.vocabulary import ACCURACY_PROTOCOLS, HEADLINE_STAT, MEMORY_KINDS
-from bench.report.claims_accuracy import accuracy_section
+from bench.report.claims_accuracy import accuracy_section, pipeline_check_configs, reference_accuracy
 from bench.store.run_store import RESULT_FILES
 from bench.store.run_store import load_runs as load_result_files
 from bench.store.schema import plain, series_families
@@ -162,6 +162,9 @@ def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False, 
     (they build the models on meta tensors: the only part that needs torch)."""
     df = load_runs(run_dirs)
     accuracy = accuracy_section(df)  # accuracy runs (bench/report/claims_accuracy.py), None without any
+    if accuracy is not None and accuracy["pipeline_check"]:  # never chance-level numbers alone: the reference beside
+        accuracy["reference"] = reference_accuracy()
+        accuracy["pipeline_configs"] = pipeline_check_configs(run_dirs)
     df = df[~df["protocol"].isin(ACCURACY_PROTOCOLS)]
     if df.empty and accuracy is not None:  # only accuracy runs given: the accuracy section alone
         return {"run_dirs": [str(d) for d in run_dirs], "paper": PAPER, "accuracy": accuracy}

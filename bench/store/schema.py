@@ -87,6 +87,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "split": ("string", "evaluation split of an accuracy row (val, test, or digits-real for a kws model)"),
     "init": ("string", "pretrained | scratch: how the fine-tuned model was initialised"),
     "train_steps": ("Int64", "fine-tuning optimiser steps"),
+    "n_classes": ("Int64", "classes the fine-tuned classifier chooses from (chance = 1 / n_classes)"),
+    "purpose": ("string", "result | pipeline_check: what the accuracy run's budget is for (its config's `purpose`)"),
 }
 
 # Columns every row has, never null: what identifies the row and its case (`validate`, `row_problem`).

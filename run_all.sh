@@ -145,7 +145,7 @@ case "${1:-main}" in
         timed() {
             local t0=$SECONDS
             "$VENV/bin/ssamba-bench" "$@"
-            echo "[main] ssamba-bench $1 $2 took $((SECONDS - t0)) s"
+            echo "[main] ssamba-bench $1 ${2:-} took $((SECONDS - t0)) s"
         }
         timed models
         timed sweep default --out "$RUN_DIR"

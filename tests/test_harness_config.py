@@ -39,9 +39,9 @@ def test_default_config_is_the_cpu_main_job():
     assert {c.attn_impl for c in cases if c.family == "ssast"} == {"eager", "sdpa"}
     assert {c.attn_impl for c in cases if c.family in ("ssamba", "aum")} == {None}
     assert {(c.batch, c.device, c.protocol) for c in cases} == {(1, "cpu", "steady")}
-    assert max(c.n_tokens for c in cases if c.size == "small") == 4096  # small models stop at 4096 tokens
-    # SSAST x 2 kernels (tiny 7 token counts, small 6), SSAMBA (7 + 6), AuM-tiny (7)
-    assert len(cases) == 2 * (7 + 6) + (7 + 6) + 7
+    assert max(c.n_tokens for c in cases if c.size == "small") == 2048  # small models stop at 2048 tokens
+    # SSAST x 2 kernels (tiny 7 token counts, small 5), SSAMBA (7 + 5), AuM-tiny (7)
+    assert len(cases) == 2 * (7 + 5) + (7 + 5) + 7
 
 
 def test_paper_config_follows_the_authors():

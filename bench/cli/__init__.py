@@ -28,8 +28,8 @@ VERBS = {
                                  "and peak memory."),
     "inspect": ("bench.cli.inspect", "Show what a checkpoint holds: family, size, parameters, pretraining input "
                                      "geometry, unexpected keys."),
-    "estimate": ("bench.cli.estimate", "Predict FLOPs and peak device memory of one forward, for any token count, "
-                                       "without a GPU."),
+    "estimate": ("bench.cli.estimate", "Predict FLOPs, bytes moved, peak device memory and (with --device) latency "
+                                       "of one forward, without a GPU."),
     "claims": ("bench.cli.claims", "Write the claims report (claims.md, claims.json) of one or more run directories "
                                    "into the first."),
     "plot": ("bench.cli.plot", "Draw the paper's figures (and log-log, ratio and predicted-memory figures) of runs "

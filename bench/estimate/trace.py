@@ -1,4 +1,4 @@
-"""Predict FLOPs and peak device memory of one forward, on meta tensors, for any token count, on a CPU.
+"""Predict FLOPs, bytes moved and peak device memory of one forward, on meta tensors, for any token count, on a CPU.
 
 The model is built on PyTorch's meta device (shapes only: no memory, no initialisation cost) and run
 once under two dispatch modes: torch's FlopCounterMode (the selective scan and fused attention are
@@ -16,6 +16,9 @@ reset with the model and input already on the device (the paper's protocol). Ker
     only its output (B, E, L); the reference and chunked PyTorch scans allocate far more.
 Not modelled: allocator rounding and caching (CUDA's reserved memory), cuBLAS/cuDNN workspaces, and
 the CUDA context itself, which `max_memory_allocated` does not count either.
+
+The same pass records every kernel's FLOPs and bytes read + written under the same kernel semantics
+(bench/estimate/bytes_moved.py): the input of the roofline latency model (bench/estimate/roofline.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common.vocabulary import ESTIMATE_DTYPES
+from bench.estimate.bytes_moved import OpTrace, by_category, grouped
 from bench.estimate.fused_attention import sdpa_as_fused_op
 from bench.measure.memory import measure_tensor_bytes, model_tensors
 from models.errors import UserInputError
@@ -39,10 +43,11 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", *, attn_impl: str | None = None,
              scan_impl: str | None = None, fstride: int = 16, tstride: int = 16, frames: int | None = None,
-             options: dict | None = None) -> dict:
-    """FLOPs and predicted peak memory of one no-grad forward of `model` at `n_tokens` patch tokens
-    (or at exactly `frames` fbank frames when given); `options` go to the model's constructor
-    (e.g. {"mixer": "bi_bi"} for AuM)."""
+             options: dict | None = None, ops: bool = False) -> dict:
+    """FLOPs, bytes moved and predicted peak memory of one no-grad forward of `model` at `n_tokens` patch
+    tokens (or at exactly `frames` fbank frames when given); `options` go to the model's constructor
+    (e.g. {"mixer": "bi_bi"} for AuM). With `ops`, the result also holds the kernels themselves:
+    `op_records` (OpRecord objects, for the roofline model) and `ops` (identical kernels merged, JSON)."""
     if batch < 1:
         raise UserInputError(f"batch must be at least 1, got {batch}")
     if frames is None:
@@ -54,10 +59,16 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         x = torch.empty(batch, frames, net.grid.n_mels, dtype=torch_dtype)
     weights_bytes = sum(t.untyped_storage().nbytes() for t in model_tensors(net))
     flop_counter = FlopCounterMode(display=False)
+    op_trace = OpTrace()
+
+    def forward():
+        # innermost mode: it sees each op as dispatched, before FlopCounterMode decomposes anything
+        with op_trace.module_context(), op_trace:
+            return net(x)
+
     try:
         with torch.no_grad(), sdpa_as_fused_op(), flop_counter:
-            resident_bytes, peak_bytes = measure_tensor_bytes(lambda: net(x), model_tensors(net, x),
-                                                              device_type="meta")
+            resident_bytes, peak_bytes = measure_tensor_bytes(forward, model_tensors(net, x), device_type="meta")
     except RuntimeError as err:
         if "overflow" not in str(err):
             raise
@@ -65,6 +76,8 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         raise UserInputError(f"{model} at {n_tokens} tokens, batch {batch}: a tensor of the forward would have "
                              f"more than 2^63 bytes; no device holds it (ask for fewer tokens)") from None
     info = net.describe()
+    records = op_trace.ops
+    extra = {"op_records": records, "ops": grouped(records)} if ops else {}
     return {
         "model": model,
         **info,
@@ -76,18 +89,24 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         "weights_bytes": int(weights_bytes),
         "input_bytes": int(resident_bytes - weights_bytes),
         "activation_peak_bytes": int(peak_bytes - resident_bytes),
-        "method": "meta-tensor forward: FlopCounterMode + live storage bytes (bench/estimate/trace.py)",
+        "bytes_moved": sum(r.bytes for r in records),
+        "kernels": len(records),
+        "by_category": by_category(records),
+        "method": "meta-tensor forward: FlopCounterMode + live storage bytes + per-kernel bytes (bench/estimate/trace.py)",
+        **extra,
     }
 
 
 def case_metrics(model, inputs, case) -> list[dict]:
-    """Extra-metric producer for sweeps (the default `extra_metrics`): FLOPs and predicted peak memory
-    of the case, so every results table holds measured and predicted memory side by side."""
+    """Extra-metric producer for sweeps (the default `extra_metrics`): FLOPs, bytes moved and predicted
+    peak memory of the case, so every results table holds measured and predicted memory side by side."""
     est = estimate(case.model, case.n_tokens, case.batch, case.dtype, attn_impl=case.attn_impl,
                    scan_impl=case.scan_impl, frames=case.frames, options=dict(getattr(case, "options", ())))
     how = "predicted on meta tensors (bench/estimate/trace.py)"
     return [
         {"metric": "flops", "stat": "value", "value": est["flops"], "unit": "flop", "method": f"FlopCounterMode, {how}"},
+        {"metric": "bytes_moved", "stat": "value", "value": est["bytes_moved"], "unit": "bytes",
+         "method": f"bytes read + written per kernel (bench/estimate/bytes_moved.py), {how}"},
         {"metric": "predicted_peak_mem_bytes", "stat": "tensor_bytes", "value": est["peak_mem_bytes"], "unit": "bytes",
          "method": f"live tensor bytes, fused scan/attention semantics, {how}"},
     ]

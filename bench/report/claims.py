@@ -6,7 +6,8 @@ memory-efficient" than SSAST-tiny at 22k input tokens. Both percentages are redu
 mixes protocols (paper vs steady), SSAST attention kernels (eager vs sdpa), devices, dtypes or batch
 sizes in one comparison. Where a run did not reach 22k tokens (any CPU run), it adds the predictions
 of bench/estimate/ at the paper's point, labelled as predictions, beside the measured analogue at
-the largest token count the run reached.
+the largest token count the run reached, and the predicted latency on every card of the device table
+(a roofline model fitted on measured H100 rows: bench/estimate/roofline.py).
 
 Every number traces back to rows of results.csv: latency is metric `latency_s` (stat `median` for
 the steady protocol, `mean` for the paper protocol, as the authors averaged their runs), memory is
@@ -139,22 +140,26 @@ def crossovers(comps: list[dict]) -> list[dict]:
     return out
 
 
-def predictions(families: list[str]) -> list[dict]:
-    """bench/estimate/ at the paper's point (tiny, 22k tokens, batch 4, fp32) for each family."""
+def predictions(families: list[str]) -> tuple[list[dict], dict | None]:
+    """bench/estimate/ at the paper's point (tiny, 22k tokens, batch 4, fp32) for each family: FLOPs, bytes
+    moved and peak memory per model, and the predicted latency of each on every card of the device table
+    (bench/estimate/cards.py)."""
     from bench.estimate import estimate
+    from bench.estimate.cards import predict_cards
     from models.registry import list_models
 
-    out = []
+    out, traces = [], []
     for family in families:
         name = f"{family}_tiny"
         if name not in list_models():
             continue
         impls = ["eager", "sdpa"] if family == REFERENCE_FAMILY else [None]
         for impl in impls:
-            est = estimate(name, PAPER["n_tokens"], PAPER["batch"], PAPER["dtype"], attn_impl=impl)
+            est = estimate(name, PAPER["n_tokens"], PAPER["batch"], PAPER["dtype"], attn_impl=impl, ops=True)
+            traces.append(est)
             out.append({k: est[k] for k in ("model", "family", "n_tokens", "batch", "dtype", "attn_impl", "scan_impl",
-                                             "flops", "peak_mem_bytes")})
-    return out
+                                             "flops", "bytes_moved", "peak_mem_bytes")})
+    return out, (predict_cards(traces, PAPER["dtype"]) if traces else None)
 
 
 def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False, predict: bool = True) -> dict:
@@ -185,6 +190,7 @@ def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False, 
         raise UserInputError("the run has both families but no (size, token count, protocol, batch, dtype, device) "
                              "measured for both; sweep matching cases")
     statuses = df[df["metric"] == "status"].groupby(["model", "status"]).size().reset_index(name="cases")
+    preds, card_preds = predictions(families) if predict else ([], None)
     return {
         "run_dirs": [str(d) for d in run_dirs],
         "mixed_devices": sorted({f"{c['device_name']} vs {c['device_name_ref']}" for c in comps
@@ -195,7 +201,8 @@ def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False, 
         "paper_point_measured": [c for c in comps if c["size"] == "tiny" and c["n_tokens"] >= PAPER["n_tokens"]],
         "largest_common": _largest_common(comps),
         "crossovers": crossovers(comps),
-        "predictions_at_paper_point": predictions(families) if predict else [],
+        "predictions_at_paper_point": preds,
+        "latency_predictions_at_paper_point": card_preds,
         "case_statuses": statuses.to_dict("records"),
         "accuracy": accuracy,
     }

@@ -117,7 +117,8 @@ def _efficiency(report: dict) -> list[str]:
                            f"({_x(ref['peak_mem_bytes'] / p['peak_mem_bytes'])}; paper {_pct(paper['memory_reduction'])}), "
                            f"FLOP ratio {_x(ref['flops'] / p['flops'])} (paper figures "
                            f"{_x(paper['ssast_flops'] / paper['ssamba_flops'])})")
-        out += ["", "Latency cannot be predicted without the device; see the measured comparisons below.", ""]
+        out.append("")
+        out += _card_predictions(report.get("latency_predictions_at_paper_point"), paper)
     if report["largest_common"]:
         out += ["Measured analogue: tiny models at the largest token count this run reached for both families:", "",
                 "| setting | family vs SSAST kernel | tokens | latency reduction | speed-up | memory reduction | memory ratio |",
@@ -170,3 +171,38 @@ def _efficiency(report: dict) -> list[str]:
             "| model | status | cases |", "|---|---|---:|"]
     out += [f"| {s['model']} | {s['status']} | {s['cases']} |" for s in report["case_statuses"]]
     return out
+
+
+_BOUND = {"bandwidth": "bw", "compute": "compute", "overhead": "launch"}
+
+
+def _card_cell(m: dict) -> str:
+    cell = f"{_s(m['latency_s'])} ({_BOUND[m['bound']]}: {m['top_category']} {100 * m['top_share']:.0f}%)"
+    return cell if m["fits_in_memory"] else f"{cell}, **OOM**"
+
+
+def _card_predictions(cards: dict | None, paper: dict) -> list[str]:
+    """The predicted latency per card at the paper's point, beside the paper's own L40 measurement."""
+    if not cards:
+        return ["Latency: no per-card prediction in this report (`--no-predictions`).", ""]
+    labels = [m["label"] for m in cards["cards"][0]["models"]]
+    reds = [(r["label"], r["vs_attn_impl"]) for r in cards["cards"][0]["reductions"]]
+    head = [*labels, *(f"{label} vs {impl}" for label, impl in reds)]
+    out = [f"**Predicted latency per card** at {paper['n_tokens']:,} tokens, batch {paper['batch']}, "
+           f"{cards['dtype']} ({cards['method']}). Predictions, not measurements: each cell is the predicted "
+           "latency, what bounds it (bw = memory bandwidth, compute, launch = per-kernel overhead) and the kernel "
+           "category taking most of the time; **OOM** = the predicted peak memory exceeds the card. The last "
+           "columns are predicted latency reductions (1 - new/old).", "",
+           f"| card | {' | '.join(head)} |", "|---|" + "---:|" * len(head)]
+    # the paper's own row: SSAST-tiny (eager) and SSAMBA-tiny measured on its L40, and their reduction
+    known = {"ssast_tiny (eager)": f"{paper['ssast_latency_s']} s", "ssamba_tiny": f"{paper['ssamba_latency_s']} s"}
+    red_cells = [_pct(paper["latency_reduction"]) if (label, impl) == ("ssamba_tiny", "eager") else ""
+                 for label, impl in reds]
+    out.append(f"| paper: {paper['device_name']}, measured | "
+               + " | ".join([*(known.get(label, "") for label in labels), *red_cells]) + " |")
+    for card in cards["cards"]:
+        by = {m["label"]: m for m in card["models"]}
+        red = {(r["label"], r["vs_attn_impl"]): r["reduction"] for r in card["reductions"]}
+        out.append(f"| {card['device_name']} | " + " | ".join([*(_card_cell(by[label]) for label in labels),
+                                                              *(_pct(red[k]) for k in reds)]) + " |")
+    return [*out, ""]

@@ -8,11 +8,15 @@
 - ratios_vs_tokens: speed-up and memory ratio of each family over each SSAST kernel.
 - memory_measured_vs_predicted: predicted peak (bench/estimate/trace.py) against the measured peak tensor
   bytes of the same cases, when the run recorded predictions.
+- predicted_reduction_per_card: the predicted latency reduction at the paper's point (22k tokens) on each
+  card of the device table (bench/estimate/roofline.py), beside the paper's 92.7%, when the run's
+  claims.json holds those predictions (`ssamba-bench claims` first, as run_all.sh does).
 One set per protocol; protocols, devices, dtypes and batch sizes are never drawn on one axis.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -148,6 +152,47 @@ def _predicted_plot(cases: pd.DataFrame, kind: str, title: str):
     return fig
 
 
+def _card_plot(cards: dict, paper: dict):
+    """Bars: predicted reduction of each non-SSAST model against each SSAST kernel, per card."""
+    pairs = [(r["label"], r["vs_attn_impl"]) for r in cards["cards"][0]["reductions"]]
+    if not pairs:
+        return None
+    names = [c["device_name"].replace("NVIDIA ", "").replace("GeForce ", "") for c in cards["cards"]]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 6.0))
+    width = 0.8 / len(pairs)
+    x = np.arange(len(names))
+    for i, pair in enumerate(pairs):
+        rows = [next(r for r in c["reductions"] if (r["label"], r["vs_attn_impl"]) == pair) for c in cards["cards"]]
+        bars = ax.bar(x + (i - (len(pairs) - 1) / 2) * width, [100 * r["reduction"] for r in rows], width,
+                      label=f"{pair[0]} vs ssast_tiny ({pair[1]})")
+        for bar, r in zip(bars, rows):
+            if not r.get("fits_in_memory", True):  # the card cannot hold the forward: hatched, not a result
+                bar.set_hatch("///")
+                bar.set_alpha(0.45)
+    ax.axhline(100 * paper["latency_reduction"], color="black", lw=1, ls="--",
+               label=f"paper, measured on its L40: {100 * paper['latency_reduction']:.1f}%")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("predicted latency reduction (%)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2,
+              title="hatched: the predicted peak memory exceeds the card (out of memory)", title_fontsize=7)
+    ax.set_title(f"Predicted at {paper['n_tokens']:,} tokens, batch {paper['batch']}, {cards['dtype']} "
+                 f"(roofline fitted on H100 rows; predictions, not measurements)", fontsize=9)
+    return fig
+
+
+def card_figure(run_dir: Path, out_dir: Path) -> list[Path]:
+    """The per-card prediction figure from the run's claims.json, [] when it has none."""
+    path = run_dir / "claims.json"
+    if not path.exists():
+        return []
+    report = json.loads(path.read_text())
+    cards = report.get("latency_predictions_at_paper_point")
+    fig = _card_plot(cards, report["paper"]) if cards else None
+    return _save(fig, out_dir, "predicted_reduction_per_card") if fig is not None else []
+
+
 def make_figures(run_dirs) -> list[Path]:
     """Figures of one or more run directories (one set per setting), written to the first one's figures/."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
@@ -181,4 +226,4 @@ def make_figures(run_dirs) -> list[Path]:
                                   f"Predicted vs measured peak memory: {where}")
             if fig is not None:
                 written += _save(fig, out_dir, f"memory_measured_vs_predicted_{tag}")
-    return written
+    return written + card_figure(run_dir, out_dir)

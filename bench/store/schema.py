@@ -16,7 +16,7 @@ Metrics (unit in the `unit` column):
     build_time_s, warmup_calls   bookkeeping of the measurement
     loadavg_1m                the machine's 1-minute load average after the case (a busy machine
                               makes CPU timings unreliable: compare it with the core count)
-    (any metric an extra-metric producer adds, e.g. flops)
+    (any metric an extra-metric producer adds, e.g. flops, bytes_moved, predicted_peak_mem_bytes)
 A failed case has its status row (value null, `error` holds the message) and nothing else.
 
 Every row carries `attempt_rows`, the number of rows its attempt wrote (status row included): a case

@@ -24,6 +24,13 @@ CI_POLICY = REPO / "bench" / "policies" / "ci.toml"
 KINDS = ("binary", "non_utf8", "empty", "truncated", "directory", "unreadable")
 
 
+def _insert_line(valid: bytes, foreign: bytes) -> bytes:
+    """`valid` with a line of `foreign` bytes after its first third (at a line end, so every valid
+    line stays whole: how many rows a case has must not decide what the test sees)."""
+    at = valid.find(b"\n", len(valid) // 3) + 1 or len(valid)
+    return valid[:at] + foreign + b"\n" + valid[at:]
+
+
 def hostile(path: Path, kind: str, valid: bytes, monkeypatch, cut: int | None = None) -> Path:
     """Write the `kind` of damaged copy of `valid` at `path`."""
     if kind == "directory":
@@ -32,7 +39,7 @@ def hostile(path: Path, kind: str, valid: bytes, monkeypatch, cut: int | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "binary": bytes(range(256)) * 8,
-        "non_utf8": valid[: len(valid) // 3] + b"caf\xe9 \xff\xfe" + valid[len(valid) // 3:],
+        "non_utf8": _insert_line(valid, b"caf\xe9 \xff\xfe"),
         "empty": b"",
         "truncated": valid[: cut if cut is not None else len(valid) // 2],
         "unreadable": valid,

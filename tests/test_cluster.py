@@ -84,12 +84,19 @@ max_time_s = 1.0
     return config
 
 
-def test_a_killed_job_is_incomplete_and_the_rerun_runs_only_the_rest(tmp_path, capsys):
+def start_sleepy_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """The sleepy sweep as a submitit-local job in a child process (to be killed mid-run), its run
+    directory and its config."""
     config = sleepy_config(tmp_path)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", str(config), "--out", str(run_dir),
                              "--executor", "submitit-local", "--quiet", "--no-table"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, run_dir, config
+
+
+def test_a_killed_job_is_incomplete_and_the_rerun_runs_only_the_rest(tmp_path, capsys):
+    proc, run_dir, config = start_sleepy_sweep(tmp_path)
     shard = run_dir / "shards" / "test_sleep-cpu.jsonl"
     deadline = time.monotonic() + 90
     while len(case_statuses(read_jsonl(shard))) < 2:
@@ -149,11 +156,7 @@ def test_local_executor_a_child_killed_by_sigterm_is_still_an_error_row(tmp_path
 def test_a_sigterm_to_a_job_leaves_its_unrun_cases_missing(tmp_path, capsys):
     """What Slurm's scancel (or preemption) does: SIGTERM to every process of the job at once. The job
     stops at once; the case in flight and the rest stay missing (no `error` rows); a rerun runs them."""
-    config = sleepy_config(tmp_path)
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", str(config), "--out", str(run_dir),
-                             "--executor", "submitit-local", "--quiet", "--no-table"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, run_dir, config = start_sleepy_sweep(tmp_path)
     events_path = run_dir / "shards" / "test_sleep-cpu.events.jsonl"
     deadline = time.monotonic() + 90
     while True:  # two cases recorded and the next one in flight

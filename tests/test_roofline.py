@@ -153,17 +153,21 @@ def _report(errs, title):
     print("\n".join(lines))
 
 
+def _outside_bound(train: list[dict], held: list[dict], dev, bound: float, label: str) -> list[str]:
+    """Fit on `train`, predict `held` on `dev`; print every held-out error, return those past `bound`."""
+    result = fit_rows(train, dev)
+    errs = errors(held, dev, result["params"])
+    _report(errs, f"{label}, fitted on {len(train)} rows ({result['params']})")
+    return [f"{e['run']} {e['model']} {e['attn_impl'] or e['scan_impl']} {e['n_tokens']}: {100 * e['error']:+.0f}%"
+            for e in errs if abs(e["error"]) > bound]
+
+
 def test_h100_rows_held_out_of_the_fit_are_predicted_within_30_percent():
     rows = gpu_rows()  # the model runs and the Triton scan timed alone (bench/estimate/fit.py)
     assert {r["model"] for r in rows} >= {"ssast_tiny", "ssamba_tiny", "ssamba_small", "aum_tiny"}
     train = [r for r in rows if r["n_tokens"] not in HELD_OUT_TOKENS]
     held = [r for r in rows if r["n_tokens"] in HELD_OUT_TOKENS and r["n_tokens"] >= GPU_FROM_TOKENS]
-    dev = device(GPU_DEVICE)
-    result = fit_rows(train, dev)
-    errs = errors(held, dev, result["params"])
-    _report(errs, f"H100, fitted on {len(train)} rows ({result['params']})")
-    bad = [f"{e['model']} {e['attn_impl'] or e['scan_impl']} {e['n_tokens']}: {100 * e['error']:+.0f}%"
-           for e in errs if abs(e["error"]) > GPU_BOUND]
+    bad = _outside_bound(train, held, device(GPU_DEVICE), GPU_BOUND, "H100")
     assert len(held) >= 10 and not bad, f"held-out H100 rows outside +-{GPU_BOUND:.0%}: {bad}"
 
 
@@ -181,11 +185,7 @@ def test_cpu_reference_rows_are_predicted_within_40_percent_with_a_calibrated_cp
     # protocol run, a separate session, entirely)
     train = [r for r in rows if r["run"] == CPU_RUNS[0] and r["n_tokens"] not in (2048, 4096)]
     held = [r for r in rows if r not in train and r["n_tokens"] >= CPU_FROM_TOKENS]
-    result = fit_rows(train, dev)
-    errs = errors(held, dev, result["params"])
-    _report(errs, f"CPU {dev.name}, fitted on {len(train)} rows ({result['params']})")
-    bad = [f"{e['run']} {e['model']} {e['attn_impl'] or e['scan_impl']} {e['n_tokens']}: {100 * e['error']:+.0f}%"
-           for e in errs if abs(e["error"]) > CPU_BOUND]
+    bad = _outside_bound(train, held, dev, CPU_BOUND, f"CPU {dev.name}")
     assert len(held) >= 10 and not bad, f"held-out CPU rows outside +-{CPU_BOUND:.0%}: {bad}"
 
 

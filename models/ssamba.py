@@ -81,8 +81,14 @@ def rescale_out_proj_(weight: torch.Tensor, n_layer: int) -> None:
 
 
 def uses_fused_path(fused_mixer: bool, scan_impl: str, x: torch.Tensor) -> bool:
-    """Whether a mixer takes the fused CPU path for input x: asked for, on CPU, with the C++ scan."""
-    return fused_mixer and x.device.type == "cpu" and resolve_scan_impl(scan_impl, x.device) == "cpu_cpp"
+    """Whether a mixer takes the fused CPU path for input x: asked for, on CPU, with the C++ scan.
+
+    On the meta device (predictions) the path follows the scan named: an explicit "cpu_cpp" traces
+    the fused CPU path (its ops have fake kernels), anything else the authors' op sequence, so a
+    prediction of what runs on a CPU and one of what runs on a GPU can both be traced."""
+    if not fused_mixer or x.device.type not in ("cpu", "meta"):
+        return False
+    return resolve_scan_impl(scan_impl, x.device) == "cpu_cpp"
 
 
 def conv_and_project(x, conv1d, x_proj, dt_proj_weight, dt_rank: int, d_state: int, *, fused: bool = False,

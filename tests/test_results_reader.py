@@ -210,7 +210,7 @@ def test_resume_reruns_a_case_with_missing_rows(ci_run_dir, tmp_path, capsys):
     (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     assert cli.main(["sweep", "ci", "--out", str(run), "--quiet", "--no-table"]) == 0
     err = capsys.readouterr().err
-    assert "17 already recorded, 1 to run" in err
+    assert "26 already recorded, 1 to run" in err
     assert any(ln.startswith("warning:") and victim in ln for ln in err.splitlines()), err
     events = read_jsonl(run / "events.jsonl")
     last_session = max(i for i, e in enumerate(events) if e["event"] == "session_start")

@@ -15,17 +15,42 @@ DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "float16": "float16", 
                  "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+# Autocast (mixed precision as people train and serve with it): the `amp` axis of a sweep, beside the
+# pure `dtype` one. "none" = no autocast; otherwise torch.autocast(device, dtype) around the measured call
+# (weights stay float32). Canonical names are torch's; configs also accept the dtype aliases.
+AMP_MODES = ("none", "bfloat16", "float16")
+
+
+def amp_name(alias: str) -> str:
+    """'bf16' -> 'bfloat16', 'none' -> 'none'."""
+    return alias if alias == "none" else DTYPE_ALIASES[alias]
+
+
 def dtype_name(alias: str) -> str:
     """'fp16' -> 'float16'; a canonical name passes through."""
     return DTYPE_ALIASES[alias]
 
 
 # --- protocols -------------------------------------------------------------------------------------
-PROTOCOLS = ("steady", "paper")  # benchmark protocols (docs/protocols.md)
+PROTOCOLS = ("steady", "paper", "train")  # benchmark protocols (docs/protocols.md); train: training steps
 ACCURACY_PROTOCOLS = ("finetune",)  # accuracy rows: no latency, metrics accuracy / macro_f1
 # The latency statistic each protocol reports as its headline: the steady protocol's median of warm
-# calls; the paper's mean over fresh-model runs, cold run included (what the authors reported).
-HEADLINE_STAT = {"steady": "median", "paper": "mean"}
+# calls; the paper's mean over fresh-model runs, cold run included (what the authors reported); the
+# train protocol's median of warm training steps.
+HEADLINE_STAT = {"steady": "median", "paper": "mean", "train": "median"}
+# Protocols whose rows describe inference (one forward); the claims and figures of inference never mix
+# in training rows, which have their own section.
+INFERENCE_PROTOCOLS = ("steady", "paper")
+
+# Which fused-attention kernel a row's F.scaled_dot_product_attention ran (its `sdpa_backend` column),
+# by the aten op the dispatcher reached; "math" when SDPA ran but none of them (the unfused fallback).
+SDPA_BACKEND_OPS = {
+    "_scaled_dot_product_flash_attention": "flash",
+    "_scaled_dot_product_flash_attention_for_cpu": "flash_cpu",
+    "_scaled_dot_product_efficient_attention": "efficient",
+    "_scaled_dot_product_cudnn_attention": "cudnn",
+    "_scaled_dot_product_fused_attention_overrideable": "overrideable",
+}
 
 # --- case statuses ---------------------------------------------------------------------------------
 STATUSES = ("ok", "oom", "timeout", "error", "skipped_after_oom", "skipped_after_timeout")

@@ -6,6 +6,10 @@ The estimator therefore routes SDPA through this custom op while it predicts: it
 allocates what the fused kernels return (the output and a float32 log-sum-exp per query, as
 `_scaled_dot_product_efficient_attention` on CUDA and the flash kernel on CPU do), and its FLOP
 formula is torch's own SDPA count (4 * B * H * N^2 * d, the same as eager attention's two matmuls).
+
+For training predictions it has a backward too, as the fused kernels have: autograd saves q, k, v,
+the output and the log-sum-exp (what flash attention saves, never the N^2 scores), and the backward
+op allocates dq, dk, dv (its FLOPs: torch's SDPA backward count).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.flop_counter import register_flop_formula, sdpa_flop_count
+from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
 
 _sdpa = F.scaled_dot_product_attention
 
@@ -35,6 +39,42 @@ def _fused_attention_fake(q, k, v):
 @register_flop_formula(torch.ops.ssamba_bench.fused_attention)
 def _fused_attention_flop(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
+@torch.library.custom_op("ssamba_bench::fused_attention_backward", mutates_args=())
+def fused_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(dq, dk, dv) of softmax(q k^T / sqrt(d)) v for the output gradient `dout`, written out (autograd
+    does not run inside a custom op): the reference for the fake kernel, used only by tests."""
+    scale = q.shape[-1] ** -0.5
+    probs = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
+    dv = probs.transpose(-2, -1) @ dout
+    dprobs = dout @ v.transpose(-2, -1)
+    dscores = probs * (dprobs - (dprobs * probs).sum(-1, keepdim=True)) * scale
+    return dscores @ k, dscores.transpose(-2, -1) @ q, dv
+
+
+@fused_attention_backward.register_fake
+def _fused_attention_backward_fake(dout, q, k, v):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+@register_flop_formula(torch.ops.ssamba_bench.fused_attention_backward)
+def _fused_attention_backward_flop(dout_shape, q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(dout_shape, q_shape, k_shape, v_shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v = inputs
+    out, logsumexp = output
+    ctx.save_for_backward(q, k, v, out, logsumexp)  # what a flash kernel keeps for its backward
+
+
+def _backward(ctx, dout, dlogsumexp):
+    q, k, v, _, _ = ctx.saved_tensors
+    return fused_attention_backward(dout, q, k, v)
+
+
+fused_attention.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _sdpa_as_fused_op(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):

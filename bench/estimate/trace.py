@@ -23,6 +23,8 @@ The same pass records every kernel's FLOPs and bytes read + written under the sa
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -41,13 +43,11 @@ def resolve_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", *, attn_impl: str | None = None,
-             scan_impl: str | None = None, fstride: int = 16, tstride: int = 16, frames: int | None = None,
-             options: dict | None = None, ops: bool = False) -> dict:
-    """FLOPs, bytes moved and predicted peak memory of one no-grad forward of `model` at `n_tokens` patch
-    tokens (or at exactly `frames` fbank frames when given); `options` go to the model's constructor
-    (e.g. {"mixer": "bi_bi"} for AuM). With `ops`, the result also holds the kernels themselves:
-    `op_records` (OpRecord objects, for the roofline model) and `ops` (identical kernels merged, JSON)."""
+def meta_model_and_input(model: str, n_tokens: int, batch: int, dtype: str, *, attn_impl: str | None = None,
+                         scan_impl: str | None = None, fstride: int = 16, tstride: int = 16, frames: int | None = None,
+                         options: dict | None = None):
+    """`model` built on the meta device in `dtype` at `n_tokens` (or exactly `frames`), and a meta input
+    batch for it: shapes only, no memory, no initialisation cost."""
     if batch < 1:
         raise UserInputError(f"batch must be at least 1, got {batch}")
     if frames is None:
@@ -55,8 +55,34 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
     torch_dtype = resolve_dtype(dtype)
     with torch.device("meta"):
         net = create_model(model, input_frames=frames, fstride=fstride, tstride=tstride,
-                           attn_impl=attn_impl, scan_impl=scan_impl, **(options or {})).to(torch_dtype).eval()
+                           attn_impl=attn_impl, scan_impl=scan_impl, **(options or {})).to(torch_dtype)
         x = torch.empty(batch, frames, net.grid.n_mels, dtype=torch_dtype)
+    return net, x
+
+
+@contextlib.contextmanager
+def too_large_for_any_device(model: str, n_tokens: int, batch: int):
+    """A trace whose tensors overflow 64-bit sizes becomes one clear UserInputError."""
+    try:
+        yield
+    except RuntimeError as err:
+        if "overflow" not in str(err):
+            raise
+        # e.g. eager attention's (B, H, N, N) scores past 2^63 elements: no device could hold them
+        raise UserInputError(f"{model} at {n_tokens} tokens, batch {batch}: a tensor of the forward would have "
+                             f"more than 2^63 bytes; no device holds it (ask for fewer tokens)") from None
+
+
+def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", *, attn_impl: str | None = None,
+             scan_impl: str | None = None, fstride: int = 16, tstride: int = 16, frames: int | None = None,
+             options: dict | None = None, ops: bool = False) -> dict:
+    """FLOPs, bytes moved and predicted peak memory of one no-grad forward of `model` at `n_tokens` patch
+    tokens (or at exactly `frames` fbank frames when given); `options` go to the model's constructor
+    (e.g. {"mixer": "bi_bi"} for AuM). With `ops`, the result also holds the kernels themselves:
+    `op_records` (OpRecord objects, for the roofline model) and `ops` (identical kernels merged, JSON)."""
+    net, x = meta_model_and_input(model, n_tokens, batch, dtype, attn_impl=attn_impl, scan_impl=scan_impl,
+                                  fstride=fstride, tstride=tstride, frames=frames, options=options)
+    net.eval()
     weights_bytes = sum(t.untyped_storage().nbytes() for t in model_tensors(net))
     flop_counter = FlopCounterMode(display=False)
     op_trace = OpTrace()
@@ -66,15 +92,8 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         with op_trace.module_context(), op_trace:
             return net(x)
 
-    try:
-        with torch.no_grad(), sdpa_as_fused_op(), flop_counter:
-            resident_bytes, peak_bytes = measure_tensor_bytes(forward, model_tensors(net, x), device_type="meta")
-    except RuntimeError as err:
-        if "overflow" not in str(err):
-            raise
-        # e.g. eager attention's (B, H, N, N) scores past 2^63 elements: no device could hold them
-        raise UserInputError(f"{model} at {n_tokens} tokens, batch {batch}: a tensor of the forward would have "
-                             f"more than 2^63 bytes; no device holds it (ask for fewer tokens)") from None
+    with too_large_for_any_device(model, n_tokens, batch), torch.no_grad(), sdpa_as_fused_op(), flop_counter:
+        resident_bytes, peak_bytes = measure_tensor_bytes(forward, model_tensors(net, x), device_type="meta")
     info = net.describe()
     records = op_trace.ops
     extra = {"op_records": records, "ops": grouped(records)} if ops else {}
@@ -96,17 +115,3 @@ def estimate(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", 
         **extra,
     }
 
-
-def case_metrics(model, inputs, case) -> list[dict]:
-    """Extra-metric producer for sweeps (the default `extra_metrics`): FLOPs, bytes moved and predicted
-    peak memory of the case, so every results table holds measured and predicted memory side by side."""
-    est = estimate(case.model, case.n_tokens, case.batch, case.dtype, attn_impl=case.attn_impl,
-                   scan_impl=case.scan_impl, frames=case.frames, options=dict(getattr(case, "options", ())))
-    how = "predicted on meta tensors (bench/estimate/trace.py)"
-    return [
-        {"metric": "flops", "stat": "value", "value": est["flops"], "unit": "flop", "method": f"FlopCounterMode, {how}"},
-        {"metric": "bytes_moved", "stat": "value", "value": est["bytes_moved"], "unit": "bytes",
-         "method": f"bytes read + written per kernel (bench/estimate/bytes_moved.py), {how}"},
-        {"metric": "predicted_peak_mem_bytes", "stat": "tensor_bytes", "value": est["peak_mem_bytes"], "unit": "bytes",
-         "method": f"live tensor bytes, fused scan/attention semantics, {how}"},
-    ]

@@ -1,7 +1,7 @@
 """A case, the point of a sweep that one row set describes, and how cases group into units and series.
 
 A case is one point of the sweep: model, n_tokens (with its frames), batch, dtype, device, attn_impl,
-scan_impl, protocol (docs/results-schema.md). Its `case_id` is a hash of those parameters alone,
+scan_impl, protocol, amp (autocast: none | bfloat16 | float16; docs/results-schema.md). Its `case_id` is a hash of those parameters alone,
 so the same case has the same id in every run and on every machine: runs resume, merge and compare
 case by case.
 
@@ -41,14 +41,17 @@ class Case:
     scan_impl: str | None
     protocol: str
     options: tuple[tuple[str, object], ...] = ()  # model constructor options (config `model_options`), sorted
+    amp: str = "none"  # autocast dtype around the measured call ("none": the pure `dtype` alone)
 
     @property
     def case_id(self) -> str:
         """Stable 16-hex-digit hash of the case parameters (not of the run, the machine or the settings).
-        Options join the hash only when there are some, so cases without options keep their ids."""
+        Options and autocast join the hash only when set, so cases without them keep their ids."""
         fields = {f: getattr(self, f) for f in CASE_ID_FIELDS}
         if self.options:
             fields["options"] = [list(kv) for kv in self.options]
+        if self.amp != "none":
+            fields["amp"] = self.amp
         key = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(key.encode()).hexdigest()[:16]
 
@@ -70,7 +73,7 @@ class Case:
     def series_key(self) -> tuple:
         """Everything but the token count: an OOM skips the larger token counts of the same series."""
         return (self.model, self.options, self.batch, self.dtype, self.device, self.attn_impl, self.scan_impl,
-                self.protocol)
+                self.protocol, self.amp)
 
     @property
     def variant(self) -> str:
@@ -80,6 +83,8 @@ class Case:
             parts.append(f"b{self.batch}")
         if self.dtype != "float32":
             parts.append(self.dtype)
+        if self.amp != "none":
+            parts.append(f"amp-{self.amp}")
         if self.protocol != "steady":
             parts.append(self.protocol)
         return " ".join(parts)

@@ -35,7 +35,7 @@ from bench.common.config_fields import (
     short_repr,
     unknown_key_error,
 )
-from bench.common.vocabulary import DTYPE_ALIASES, PROTOCOLS, SWEEP_DTYPES
+from bench.common.vocabulary import AMP_MODES, DTYPE_ALIASES, PROTOCOLS, SWEEP_DTYPES, dtype_name
 from bench.measure.protocol_settings import PaperConfig, SteadyConfig
 from models.errors import UserInputError
 
@@ -175,7 +175,11 @@ class SweepConfig:
         "help": "attention kernels, for models that have the choice (SSAST: eager | sdpa)"})
     scan_impl: tuple[str, ...] = field(default=("auto",), metadata={
         "help": "selective-scan backends, for models that have the choice (SSAMBA: auto | reference | ...)"})
-    protocol: tuple[str, ...] = field(default=("steady",), metadata={"help": "steady | paper"})
+    protocol: tuple[str, ...] = field(default=("steady",), metadata={
+        "help": "steady | paper | train (training steps: forward, loss, backward, Adam; timed by the [steady] rules)"})
+    amp: tuple[str, ...] = field(default=("none",), metadata={
+        "help": "autocast around the measured call: none | bfloat16 | float16 (weights stay float32; needs "
+                "dtype float32); rows record which SDPA kernel actually ran"})
     threads: int = field(default=0, metadata={"help": "torch intra-op threads in each child; 0 = all usable cores"})
     memory_cap: str = field(default="", metadata={
         "help": "emulated device capacity, e.g. '8GiB' or a byte count: an address-space limit on CPU "
@@ -240,7 +244,7 @@ def check_config(cfg: SweepConfig, where: str) -> None:
         raise UserInputError(f"{where}: `models` is empty; list registry names or families")
     if bool(cfg.tokens) == bool(cfg.frames):
         raise UserInputError(f"{where}: give exactly one of `tokens` or `frames`")
-    for axis in ("batch", "dtype", "device", "attn_impl", "scan_impl", "protocol"):
+    for axis in ("batch", "dtype", "device", "attn_impl", "scan_impl", "protocol", "amp"):
         if not getattr(cfg, axis):  # an empty axis would silently leave out every case (or a model's)
             raise UserInputError(f"{where}: `{axis}` is empty; give at least one value")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
@@ -248,6 +252,12 @@ def check_config(cfg: SweepConfig, where: str) -> None:
     for d in cfg.dtype:
         if d not in DTYPE_ALIASES:
             raise UserInputError(f"{where}: unknown dtype {d!r}; choose from {', '.join(sorted(SWEEP_DTYPES))}")
+    for a in cfg.amp:
+        if a != "none" and a not in DTYPE_ALIASES:
+            raise UserInputError(f"{where}: unknown amp {a!r}; choose from {', '.join(AMP_MODES)}")
+    if any(a != "none" for a in cfg.amp) and any(dtype_name(d) != "float32" for d in cfg.dtype):
+        raise UserInputError(f"{where}: amp (autocast) runs float32 weights in a lower precision; with dtype "
+                             f"{', '.join(cfg.dtype)} set dtype = 'float32' or amp = 'none'")
     for p in cfg.protocol:
         if p not in PROTOCOLS:
             raise UserInputError(f"{where}: unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from itertools import product
 from pathlib import Path
 
-from bench.common.vocabulary import dtype_name
+from bench.common.vocabulary import amp_name, dtype_name
 from bench.harness.cases import Case, model_kwargs, run_order
 from bench.harness.config import SweepConfig
 from bench.harness.plugins import load_plugins, resolve_producer
@@ -124,12 +124,13 @@ def expand(cfg: SweepConfig, *, check_devices: bool = True) -> list[Case]:
                 points.append((grid.n_tokens(frames), frames))
         limit = min((v for k, v in cfg.max_tokens.items() if k in (name, probe.family)), default=None)
         points = sorted({p for p in points if limit is None or p[0] <= limit})
-        for options, device, batch, dtype, attn, scan, protocol in product(
-                option_sets, cfg.device, cfg.batch, cfg.dtype, attn_values, scan_values, cfg.protocol):
+        for options, device, batch, dtype, attn, scan, protocol, amp in product(
+                option_sets, cfg.device, cfg.batch, cfg.dtype, attn_values, scan_values, cfg.protocol, cfg.amp):
             for n_tokens, frames in points:
                 cases.append(Case(model=name, family=probe.family, size=probe.size, n_tokens=n_tokens,
                                   frames=frames, batch=batch, dtype=dtype_name(dtype), device=device,
-                                  attn_impl=attn, scan_impl=scan, protocol=protocol, options=options))
+                                  attn_impl=attn, scan_impl=scan, protocol=protocol, options=options,
+                                  amp=amp_name(amp)))
     unknown_options = set(cfg.model_options) - {c.model for c in cases} - {c.family for c in cases}
     if unknown_options:
         raise UserInputError(f"model_options names {', '.join(sorted(unknown_options))}, "

@@ -85,7 +85,7 @@ def run_case(case: Case, settings: RunSettings, env: dict,
     import torch
 
     from bench.measure import memory
-    from bench.measure.protocols import measure_paper, measure_steady
+    from bench.measure.protocols import measure_paper, measure_steady, measure_train
     from models import create_model
 
     info: dict = {}
@@ -127,11 +127,15 @@ def run_case(case: Case, settings: RunSettings, env: dict,
         if device.startswith("cuda"):
             memory.apply_cuda_memory_cap(device, settings.memory_cap_bytes)
         cap = settings.memory_cap_bytes if device == "cpu" else None
-        protocol = measure_paper if case.protocol == "paper" else measure_steady
-        protocol_settings = settings.paper if case.protocol == "paper" else settings.steady
+        protocol, protocol_settings, extra = {
+            "paper": (measure_paper, settings.paper, {}),
+            "train": (measure_train, settings.steady, {"seed": settings.seed}),  # steady rules, training steps
+        }.get(case.protocol, (measure_steady, settings.steady, {}))
         with memory.address_space_cap(cap):
             measurement = protocol(build, make_input, device=device, batch=case.batch, n_tokens=case.n_tokens,
-                                   cfg=protocol_settings, track_tensor_bytes=settings.track_tensor_bytes)
+                                   cfg=protocol_settings, track_tensor_bytes=settings.track_tensor_bytes,
+                                   amp=case.amp, **extra)
+            info["sdpa_backend"] = kernels_ran(measurement, case)
         metrics, samples = measurement.metrics, measurement.samples
         if hasattr(os, "getloadavg"):  # other processes competing for the cores make timings unreliable
             metrics.append(Metric("loadavg_1m", "value", os.getloadavg()[0], "processes", 1,
@@ -149,6 +153,23 @@ def run_case(case: Case, settings: RunSettings, env: dict,
     rows = case_rows(case, run_id=settings.run_id, env=env, status=status, metrics=metrics, error=error,
                      info=info, attempt_id=new_attempt_id(), memory_cap_bytes=settings.memory_cap_bytes)
     return rows, samples, status
+
+
+def kernels_ran(measurement, case) -> str | None:
+    """Which SDPA kernel the case's call ran: one more untimed forward under an op recorder (with
+    gradients for the train protocol, as its steps run), for models that use SDPA."""
+    import torch
+
+    from bench.measure.precision import autocast, sdpa_backend
+
+    model, x = measurement.model, measurement.inputs
+    grad = torch.enable_grad() if case.protocol == "train" else torch.no_grad()
+
+    def forward():
+        with grad, autocast(case.device, case.amp):
+            return model(x)
+
+    return sdpa_backend(forward, uses_sdpa=getattr(model, "attn_impl", None) == "sdpa")
 
 
 def _extra_metrics(producers, measurement, case) -> list[Metric]:

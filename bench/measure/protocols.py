@@ -1,4 +1,4 @@
-"""The measurement protocols on CPU and CUDA: the `steady` and `paper` protocols.
+"""The measurement protocols on CPU and CUDA: `steady`, `paper` and `train`.
 
 Timing: CUDA events around each call on CUDA (synchronised), `time.perf_counter` on CPU with the
 torch thread count fixed by the caller and recorded. A measurement returns its raw samples with the
@@ -11,13 +11,20 @@ summary (optimum-benchmark's Latency/Memory records; torch.utils.benchmark's med
           max_time_s (slow cases stop early, n_samples says so). Reports median, IQR, p10, p90, ...
   paper   the authors' protocol (SSAMBA's efficiency script): `runs` runs, each on a freshly built
           model under no_grad, one forward, no warm-up; the mean including the cold first run.
+  train   training steps (bench/measure/train_step.py: forward, cross-entropy, backward, Adam) under
+          the steady protocol's rules: the first step on its own (latency_cold_s: it allocates Adam's
+          state and the first gradients), warm-up, timed steps; memory over the timed steps, gradients
+          and optimiser state included (on CPU: tensor_bytes of one extra untimed step after them).
 
+Energy per timed call (steady, train) comes from NVML or RAPL where readable (bench/measure/energy.py),
+else it is absent. Each protocol runs its calls under autocast when the case's `amp` asks (bench/measure/precision.py).
 Memory is bench/measure/memory.py's (the probes and the live-tensor counter); timing is
 bench/measure/timing.py's. What each number means: docs/protocols.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -26,9 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bench.measure.energy import energy_meter
 from bench.measure.memory import measure_tensor_bytes, memory_probe, model_tensors, release_memory
+from bench.measure.precision import autocast
 from bench.measure.protocol_settings import PaperConfig, SteadyConfig
 from bench.measure.timing import make_timer, summarize, time_steady
+from bench.measure.train_step import make_train_step
 from bench.store.schema import Metric
 
 
@@ -50,8 +60,52 @@ def _latency_metrics(stats: dict, keys, n: int, method: str, batch: int, n_token
     return rows
 
 
+def _steady_metrics(s, stats_timer: str, batch: int, n_tokens: int, build_s: float, cold_method: str) -> list[Metric]:
+    stats = summarize(s.samples_s)
+    metrics = _latency_metrics(stats, ("median", "iqr", "p10", "p90", "mean", "min", "max"), len(s.samples_s),
+                               stats_timer, batch, n_tokens, "median")
+    return metrics + [
+        Metric("latency_cold_s", "value", s.cold_s, "s", 1, cold_method),
+        Metric("warmup_calls", "value", s.warmup_calls, "count", 1, f"stopped: {s.warmup_stop}"),
+        Metric("build_time_s", "value", build_s, "s", 1, "model build + input, untimed region"),
+    ]
+
+
+def _steady_samples(s) -> dict:
+    return {"cold_s": s.cold_s, "warmup_s": s.warmup_s, "samples_s": s.samples_s,
+            "warmup_calls": s.warmup_calls, "warmup_stop": s.warmup_stop, "timed_stop": s.timed_stop}
+
+
+@dataclass
+class _TimedWindow:
+    """The steady loop's timed window: memory probe and, where a counter exists, the energy meter."""
+
+    probe: object
+    memory: list
+    meter: object | None
+    energy: list = dataclasses.field(default_factory=list)
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self.probe.window(self.memory), (self.meter.window() if self.meter else contextlib.nullcontext()) as w:
+            self.energy.append(w)
+            yield
+
+    def energy_metrics(self, calls: int, what: str) -> list[Metric]:
+        return self.meter.metrics(self.energy[-1], calls, what) if self.meter and self.energy else []
+
+
+def _under(precision, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn run inside a fresh `precision()` context (autocast or nothing) on every call."""
+    def call():
+        with precision():
+            return fn()
+    return call
+
+
 def measure_steady(build: Callable[[], torch.nn.Module], make_input: Callable[[], torch.Tensor], *, device: str,
-                   batch: int, n_tokens: int, cfg: SteadyConfig, track_tensor_bytes: bool = True) -> Measurement:
+                   batch: int, n_tokens: int, cfg: SteadyConfig, track_tensor_bytes: bool = True,
+                   amp: str = "none") -> Measurement:
     start = time.perf_counter()
     model = build()
     x = make_input()
@@ -61,7 +115,7 @@ def measure_steady(build: Callable[[], torch.nn.Module], make_input: Callable[[]
     timer, timer_name = make_timer(device)
     probe = memory_probe(device)
     memory: list[Metric] = []
-    call = lambda: model(x)  # noqa: E731 (a name, for the protocol and the memory call)
+    call = _under(lambda: autocast(device, amp), lambda: model(x))  # the protocol's call and the memory call
     memory_call = None
     if track_tensor_bytes and not device.startswith("cuda"):
         def memory_call():
@@ -69,24 +123,46 @@ def measure_steady(build: Callable[[], torch.nn.Module], make_input: Callable[[]
             memory.append(Metric("base_mem_bytes", "tensor_bytes", base, "bytes", 1, "weights + buffers + input"))
             memory.append(Metric("peak_mem_bytes", "tensor_bytes", peak, "bytes", 1,
                                  "TorchDispatchMode live storages, weights and input included"))
+    window = _TimedWindow(probe, memory, energy_meter(device))
     with torch.inference_mode():
-        s = time_steady(call, cfg, timer, memory_call=memory_call, timed_window=lambda: probe.window(memory))
-    stats = summarize(s.samples_s)
-    metrics = _latency_metrics(stats, ("median", "iqr", "p10", "p90", "mean", "min", "max"), len(s.samples_s),
-                               timer_name, batch, n_tokens, "median")
-    metrics += [
-        Metric("latency_cold_s", "value", s.cold_s, "s", 1, f"{timer_name}, first call after build"),
-        Metric("warmup_calls", "value", s.warmup_calls, "count", 1, f"stopped: {s.warmup_stop}"),
-        Metric("build_time_s", "value", build_s, "s", 1, "model build + input, untimed region"),
-        *memory,
-    ]
-    samples = {"cold_s": s.cold_s, "warmup_s": s.warmup_s, "samples_s": s.samples_s,
-               "warmup_calls": s.warmup_calls, "warmup_stop": s.warmup_stop, "timed_stop": s.timed_stop}
-    return Measurement(metrics, samples, model, x)
+        s = time_steady(call, cfg, timer, memory_call=memory_call, timed_window=window)
+    metrics = _steady_metrics(s, timer_name, batch, n_tokens, build_s, f"{timer_name}, first call after build")
+    return Measurement(metrics + memory + window.energy_metrics(len(s.samples_s), "call"), _steady_samples(s), model, x)
+
+
+def measure_train(build: Callable[[], torch.nn.Module], make_input: Callable[[], torch.Tensor], *, device: str,
+                  batch: int, n_tokens: int, cfg: SteadyConfig, track_tensor_bytes: bool = True,
+                  seed: int = 0, amp: str = "none") -> Measurement:
+    """The `train` protocol: training steps timed under the steady rules (module docstring)."""
+    start = time.perf_counter()
+    train = make_train_step(build(), make_input(), seed=seed, amp=amp)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+    build_s = time.perf_counter() - start
+    timer, timer_name = make_timer(device)
+    probe = memory_probe(device)
+    memory: list[Metric] = []
+    window = _TimedWindow(probe, memory, energy_meter(device))
+    s = time_steady(train.step, cfg, timer, timed_window=window)
+    if track_tensor_bytes and not device.startswith("cuda"):
+        # One extra step under the counter, after the timed ones (it is slow: Python sees every op of the
+        # backward too, and would eat the warm-up's time cap); the state is every step's: previous
+        # gradients and Adam's moments alive.
+        base, peak = measure_tensor_bytes(train.step, train.live_tensors())
+        memory.append(Metric("base_mem_bytes", "tensor_bytes", base, "bytes", 1,
+                             "weights + buffers + gradients + Adam state + batch and labels"))
+        memory.append(Metric("peak_mem_bytes", "tensor_bytes", peak, "bytes", 1,
+                             "TorchDispatchMode live storages over one training step (forward, backward, Adam), "
+                             "gradients and optimiser state included (an extra untimed step)"))
+    metrics = _steady_metrics(s, timer_name, batch, n_tokens, build_s,
+                              f"{timer_name}, first training step after build (allocates Adam state, first grads)")
+    return Measurement(metrics + memory + window.energy_metrics(len(s.samples_s), "training step"),
+                       _steady_samples(s), train.model, train.inputs)
 
 
 def measure_paper(build: Callable[[], torch.nn.Module], make_input: Callable[[], torch.Tensor], *, device: str,
-                  batch: int, n_tokens: int, cfg: PaperConfig, track_tensor_bytes: bool = True) -> Measurement:
+                  batch: int, n_tokens: int, cfg: PaperConfig, track_tensor_bytes: bool = True,
+                  amp: str = "none") -> Measurement:
     timer, timer_name = make_timer(device)
     probe = memory_probe(device)
     runs, builds, windows = [], [], []
@@ -100,7 +176,7 @@ def measure_paper(build: Callable[[], torch.nn.Module], make_input: Callable[[],
         builds.append(time.perf_counter() - start)
         window: list[Metric] = []
         with torch.no_grad(), probe.window(window):
-            runs.append(timer(lambda: model(x)))
+            runs.append(timer(_under(lambda: autocast(device, amp), lambda: model(x))))
         windows.append(window)
     stats = summarize(runs)
     method = f"{timer_name}, fresh model per run, no warm-up"
@@ -120,7 +196,8 @@ def measure_paper(build: Callable[[], torch.nn.Module], make_input: Callable[[],
     metrics += list(best.values())
     if track_tensor_bytes and not device.startswith("cuda"):
         with torch.no_grad():
-            base, peak = measure_tensor_bytes(lambda: model(x), model_tensors(model, x))
+            base, peak = measure_tensor_bytes(_under(lambda: autocast(device, amp), lambda: model(x)),
+                                              model_tensors(model, x))
         metrics += [Metric("base_mem_bytes", "tensor_bytes", base, "bytes", 1, "weights + buffers + input"),
                     Metric("peak_mem_bytes", "tensor_bytes", peak, "bytes", 1,
                            "TorchDispatchMode live storages, weights and input included (extra untimed forward)")]

@@ -3,11 +3,12 @@
 The paper (Shams et al. 2024) reads: SSAMBA-tiny is "92.7% faster" in batch inference and "95.4% more
 memory-efficient" than SSAST-tiny at 22k input tokens. Both percentages are reductions,
 1 - new / old; the report gives each comparison in that form and as a ratio (old / new), and never
-mixes protocols (paper vs steady), SSAST attention kernels (eager vs sdpa), devices, dtypes or batch
-sizes in one comparison. Where a run did not reach 22k tokens (any CPU run), it adds the predictions
+mixes protocols (paper vs steady), SSAST attention kernels (eager vs sdpa), devices, dtypes, autocast
+settings (amp) or batch sizes in one comparison. Where a run did not reach 22k tokens (any CPU run), it adds the predictions
 of bench/estimate/ at the paper's point, labelled as predictions, beside the measured analogue at
 the largest token count the run reached, and the predicted latency on every card of the device table
-(a roofline model fitted on measured H100 rows: bench/estimate/roofline.py).
+(a roofline model fitted on measured H100 rows: bench/estimate/roofline.py). Rows of the `train`
+protocol (training steps) get a section of their own (bench/report/claims_training.py).
 
 Every number traces back to rows of results.csv: latency is metric `latency_s` (stat `median` for
 the steady protocol, `mean` for the paper protocol, as the authors averaged their runs), memory is
@@ -22,8 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.common.vocabulary import ACCURACY_PROTOCOLS, HEADLINE_STAT, MEMORY_KINDS
+from bench.common.vocabulary import ACCURACY_PROTOCOLS, HEADLINE_STAT, INFERENCE_PROTOCOLS, MEMORY_KINDS
 from bench.report.claims_accuracy import accuracy_section, pipeline_check_configs, reference_accuracy
+from bench.report.claims_training import training_section
 from bench.store.run_store import RESULT_FILES
 from bench.store.run_store import load_runs as load_result_files
 from bench.store.schema import plain, series_families
@@ -47,7 +49,7 @@ PAPER = {
     "ssast_flops": 18.8e12,
     "ssamba_flops": 1.36e12,
 }
-SETTING = ["protocol", "device", "device_name", "dtype", "batch"]
+SETTING = ["protocol", "device", "device_name", "dtype", "amp", "batch"]  # compared only within one setting
 
 
 def load_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -62,7 +64,8 @@ def load_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
 def case_values(df: pd.DataFrame, latency_stat: str | None = None) -> pd.DataFrame:
     """One row per ok case with its headline latency (or `latency_stat` for every protocol) and each
     memory kind as columns."""
-    ok = df[(df["status"] == "ok") & df["value"].notna()]
+    ok = df[(df["status"] == "ok") & df["value"].notna()].copy()
+    ok["amp"] = ok["amp"].fillna("none")  # rows written before the amp axis ran without autocast
     keys = ["case_id", "model", "family", "size", "n_tokens", "attn_impl", "scan_impl", *SETTING]
     cases = ok[keys].drop_duplicates("case_id").set_index("case_id")
     if "model_options" in ok:  # a model swept with options is its own series: "aum [mixer=bi_bi]"
@@ -184,13 +187,18 @@ def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False, 
         found = ", ".join(f"{m}" for m in sorted(df["model"].dropna().unique())) or "none"
         raise UserInputError(f"cannot build the claims report from {', '.join(map(str, run_dirs))}: "
                              f"{'; '.join(missing)} (models found: {found}); sweep both families first")
+    training = cases[cases["protocol"] == "train"]
+    cases = cases[cases["protocol"].isin(INFERENCE_PROTOCOLS)]
     comps = comparisons(cases, allow_mixed_devices)
-    if not comps:
-        _refuse_mixed_devices(cases)
+    train_comps = comparisons(training, allow_mixed_devices)
+    if not comps and not train_comps:
+        _refuse_mixed_devices(pd.concat([cases, training]))
         raise UserInputError("the run has both families but no (size, token count, protocol, batch, dtype, device) "
                              "measured for both; sweep matching cases")
     statuses = df[df["metric"] == "status"].groupby(["model", "status"]).size().reset_index(name="cases")
-    preds, card_preds = predictions(families) if predict else ([], None)
+    preds, card_preds = predictions(families) if predict and comps else ([], None)
+    training_report = training_section(train_comps, crossovers(train_comps), training, families, REFERENCE_FAMILY,
+                                       predict)
     return {
         "run_dirs": [str(d) for d in run_dirs],
         "mixed_devices": sorted({f"{c['device_name']} vs {c['device_name_ref']}" for c in comps
@@ -204,6 +212,7 @@ def build_report(run_dirs: list[str | Path], allow_mixed_devices: bool = False, 
         "predictions_at_paper_point": preds,
         "latency_predictions_at_paper_point": card_preds,
         "case_statuses": statuses.to_dict("records"),
+        "training": training_report,
         "accuracy": accuracy,
     }
 

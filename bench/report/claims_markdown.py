@@ -5,48 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.report.claims_accuracy import render_accuracy
-
-GB = 1e9
-
-
-def _pct(x):
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def _x(x):
-    return "n/a" if x is None else f"{x:.2f}x"
-
-
-def _s(x):
-    if x is None:
-        return "n/a"
-    return f"{x:.3f} s" if x >= 1 else f"{x * 1e3:.2f} ms"
-
-
-def _bytes(x):
-    if x is None:
-        return "n/a"
-    return f"{x / GB:.2f} GB" if x >= GB else f"{x / 1e6:.2f} MB"
-
-
-def _setting(c: dict) -> str:
-    return (f"protocol `{c['protocol']}`, {c['device']} ({c['device_name']}), {c['dtype']}, batch {c['batch']}")
-
-
-def _comparison_table(rows: list[dict], family: str) -> list[str]:
-    kind = rows[0].get("memory_kind")
-    lines = [
-        f"| size | tokens | SSAST latency | {family} latency | latency reduction | speed-up | "
-        f"SSAST memory ({kind}) | {family} memory | memory reduction | memory ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in rows:
-        lines.append(
-            f"| {c['size']} | {c['n_tokens']} | {_s(c['latency_s_ref'])} | {_s(c['latency_s'])} | "
-            f"{_pct(c['latency_reduction'])} | {_x(c['speedup'])} | {_bytes(c.get('peak_mem_bytes_ref'))} | "
-            f"{_bytes(c.get('peak_mem_bytes'))} | {_pct(c.get('memory_reduction'))} | {_x(c.get('memory_ratio'))} |"
-        )
-    return lines
+from bench.report.claims_format import GB, comparison_table, fmt_pct, fmt_ratio, fmt_seconds, fmt_setting
+from bench.report.claims_training import render_training
 
 
 def render(report: dict) -> str:
@@ -60,8 +20,11 @@ def render(report: dict) -> str:
            f"{'; '.join(report['mixed_devices'])}. Ratios across devices mix the models with the hardware.", ""]
           if report.get("mixed_devices") else []),
     ]
-    if "comparisons" in report:  # efficiency runs were given
+    if report.get("comparisons"):  # inference efficiency runs were given
         out += _efficiency(report)
+    if report.get("training"):
+        out += ["" if out[-1] else None, *render_training(report["training"])]
+        out = [line for line in out if line is not None]
     if report.get("accuracy"):
         out += ["" if out[-1] else None, *render_accuracy(report["accuracy"])]
         out = [line for line in out if line is not None]
@@ -76,11 +39,11 @@ def _efficiency(report: dict) -> list[str]:
         f"SSAMBA-tiny vs SSAST-tiny at {paper['n_tokens']:,} tokens, batch {paper['batch']}, {paper['dtype']}, "
         f"{paper['device_name']}, protocol `{paper['protocol']}` (fresh model per run, no warm-up, mean of 5 "
         f"including the cold run), `{paper['attn_impl']}` attention:",
-        f"latency reduction {_pct(paper['latency_reduction'])} "
+        f"latency reduction {fmt_pct(paper['latency_reduction'])} "
         f"({paper['ssast_latency_s']} s -> {paper['ssamba_latency_s']} s, "
-        f"{_x(paper['ssast_latency_s'] / paper['ssamba_latency_s'])}), memory reduction "
-        f"{_pct(paper['memory_reduction'])} ({paper['ssast_peak_mem_gb']} GB -> {paper['ssamba_peak_mem_gb']} GB, "
-        f"{_x(paper['ssast_peak_mem_gb'] / paper['ssamba_peak_mem_gb'])}). Reduction = 1 - new/old; ratio = old/new.",
+        f"{fmt_ratio(paper['ssast_latency_s'] / paper['ssamba_latency_s'])}), memory reduction "
+        f"{fmt_pct(paper['memory_reduction'])} ({paper['ssast_peak_mem_gb']} GB -> {paper['ssamba_peak_mem_gb']} GB, "
+        f"{fmt_ratio(paper['ssast_peak_mem_gb'] / paper['ssamba_peak_mem_gb'])}). Reduction = 1 - new/old; ratio = old/new.",
         "",
         "## At the paper's point (tiny, 22k tokens)",
         "",
@@ -92,7 +55,7 @@ def _efficiency(report: dict) -> list[str]:
             rows = [c for c in report["paper_point_measured"] if c["family"] == fam]
             for impl in sorted({c["attn_impl_ref"] for c in rows}):
                 sub = [c for c in rows if c["attn_impl_ref"] == impl]
-                out += [f"{fam} vs SSAST ({impl}), {_setting(sub[0])}:", "", *_comparison_table(sub, fam), ""]
+                out += [f"{fam} vs SSAST ({impl}), {fmt_setting(sub[0])}:", "", *comparison_table(sub, fam), ""]
     else:
         out += ["This run did not reach 22k tokens for both families, so the paper's point is **predicted**, not",
                 "measured, below (bench/estimate/trace.py: meta-tensor forward, FLOPs from FlopCounterMode, peak",
@@ -113,10 +76,10 @@ def _efficiency(report: dict) -> list[str]:
                 continue
             for impl, ref in sorted(refs.items()):
                 red = 1 - p["peak_mem_bytes"] / ref["peak_mem_bytes"]
-                out.append(f"- predicted {p['model']} vs ssast_tiny ({impl}): memory reduction {_pct(red)} "
-                           f"({_x(ref['peak_mem_bytes'] / p['peak_mem_bytes'])}; paper {_pct(paper['memory_reduction'])}), "
-                           f"FLOP ratio {_x(ref['flops'] / p['flops'])} (paper figures "
-                           f"{_x(paper['ssast_flops'] / paper['ssamba_flops'])})")
+                out.append(f"- predicted {p['model']} vs ssast_tiny ({impl}): memory reduction {fmt_pct(red)} "
+                           f"({fmt_ratio(ref['peak_mem_bytes'] / p['peak_mem_bytes'])}; paper {fmt_pct(paper['memory_reduction'])}), "
+                           f"FLOP ratio {fmt_ratio(ref['flops'] / p['flops'])} (paper figures "
+                           f"{fmt_ratio(paper['ssast_flops'] / paper['ssamba_flops'])})")
         out.append("")
         out += _card_predictions(report.get("latency_predictions_at_paper_point"), paper)
     if report["largest_common"]:
@@ -124,20 +87,20 @@ def _efficiency(report: dict) -> list[str]:
                 "| setting | family vs SSAST kernel | tokens | latency reduction | speed-up | memory reduction | memory ratio |",
                 "|---|---|---:|---:|---:|---:|---:|"]
         for c in report["largest_common"]:
-            out.append(f"| {_setting(c)} | {c['family']} vs {c['attn_impl_ref']} | {c['n_tokens']} | "
-                       f"{_pct(c['latency_reduction'])} | {_x(c['speedup'])} | {_pct(c.get('memory_reduction'))} "
-                       f"({c.get('memory_kind')}) | {_x(c.get('memory_ratio'))} |")
+            out.append(f"| {fmt_setting(c)} | {c['family']} vs {c['attn_impl_ref']} | {c['n_tokens']} | "
+                       f"{fmt_pct(c['latency_reduction'])} | {fmt_ratio(c['speedup'])} | {fmt_pct(c.get('memory_reduction'))} "
+                       f"({c.get('memory_kind')}) | {fmt_ratio(c.get('memory_ratio'))} |")
         out.append("")
     out += ["## Every comparison", "",
             "One table per setting, compared family and SSAST attention kernel; settings and kernels are never mixed.",
             ""]
     comps = pd.DataFrame(report["comparisons"])
-    group = ["protocol", "device", "device_name", "dtype", "batch", "family", "attn_impl_ref"]
+    group = ["protocol", "device", "device_name", "dtype", "amp", "batch", "family", "attn_impl_ref"]
     for _, g in comps.groupby(group, dropna=False, sort=True):
         rows = g.sort_values(["size", "n_tokens"]).to_dict("records")
         first = rows[0]
         out += [f"### {first['family']} (scan `{first['scan_impl']}`) vs SSAST (`{first['attn_impl_ref']}`): "
-                f"{_setting(first)}", "", *_comparison_table(rows, first["family"]), ""]
+                f"{fmt_setting(first)}", "", *comparison_table(rows, first["family"]), ""]
     out += ["## Crossover", "", "The smallest measured token count from which the family is faster than SSAST at every",
             "larger measured count.", "", "| setting | size | family vs SSAST kernel | faster from | tokens measured |",
             "|---|---|---|---:|---|"]
@@ -148,7 +111,7 @@ def _efficiency(report: dict) -> list[str]:
             when = "never in range"
         else:
             when = str(c["faster_from_tokens"])
-        out.append(f"| {_setting(c)} | {c['size']} | {c['family']} vs {c['attn_impl_ref']} | {when} | "
+        out.append(f"| {fmt_setting(c)} | {c['size']} | {c['family']} vs {c['attn_impl_ref']} | {when} | "
                    f"{c['tokens_measured'][0]}..{c['tokens_measured'][-1]} |")
     out += ["", "## What differs from the paper's setting", ""]
     for s in report["settings"]:
@@ -161,7 +124,9 @@ def _efficiency(report: dict) -> list[str]:
             diffs.append(f"batch {s['batch']}, not {paper['batch']}")
         if s["dtype"] != paper["dtype"]:
             diffs.append(f"dtype {s['dtype']}, not {paper['dtype']}")
-        out.append(f"- {_setting(s)}: " + ("; ".join(diffs) if diffs else "same as the paper's") + ".")
+        if s.get("amp", "none") != "none":
+            diffs.append(f"autocast {s['amp']}, not the paper's plain {paper['dtype']}")
+        out.append(f"- {fmt_setting(s)}: " + ("; ".join(diffs) if diffs else "same as the paper's") + ".")
     impls = sorted({c["attn_impl_ref"] for c in report["comparisons"]})
     scans = sorted({str(c["scan_impl"]) for c in report["comparisons"]})
     out += [f"- SSAST attention kernels measured: {', '.join(impls)} (the paper: eager). SSAMBA scan backends: "
@@ -177,7 +142,7 @@ _BOUND = {"bandwidth": "bw", "compute": "compute", "overhead": "launch"}
 
 
 def _card_cell(m: dict) -> str:
-    cell = f"{_s(m['latency_s'])} ({_BOUND[m['bound']]}: {m['top_category']} {100 * m['top_share']:.0f}%)"
+    cell = f"{fmt_seconds(m['latency_s'])} ({_BOUND[m['bound']]}: {m['top_category']} {100 * m['top_share']:.0f}%)"
     return cell if m["fits_in_memory"] else f"{cell}, **OOM**"
 
 
@@ -196,7 +161,7 @@ def _card_predictions(cards: dict | None, paper: dict) -> list[str]:
            f"| card | {' | '.join(head)} |", "|---|" + "---:|" * len(head)]
     # the paper's own row: SSAST-tiny (eager) and SSAMBA-tiny measured on its L40, and their reduction
     known = {"ssast_tiny (eager)": f"{paper['ssast_latency_s']} s", "ssamba_tiny": f"{paper['ssamba_latency_s']} s"}
-    red_cells = [_pct(paper["latency_reduction"]) if (label, impl) == ("ssamba_tiny", "eager") else ""
+    red_cells = [fmt_pct(paper["latency_reduction"]) if (label, impl) == ("ssamba_tiny", "eager") else ""
                  for label, impl in reds]
     out.append(f"| paper: {paper['device_name']}, measured | "
                + " | ".join([*(known.get(label, "") for label in labels), *red_cells]) + " |")
@@ -204,5 +169,5 @@ def _card_predictions(cards: dict | None, paper: dict) -> list[str]:
         by = {m["label"]: m for m in card["models"]}
         red = {(r["label"], r["vs_attn_impl"]): r["reduction"] for r in card["reductions"]}
         out.append(f"| {card['device_name']} | " + " | ".join([*(_card_cell(by[label]) for label in labels),
-                                                              *(_pct(red[k]) for k in reds)]) + " |")
+                                                              *(fmt_pct(red[k]) for k in reds)]) + " |")
     return [*out, ""]

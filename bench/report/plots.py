@@ -11,7 +11,10 @@
 - predicted_reduction_per_card: the predicted latency reduction at the paper's point (22k tokens) on each
   card of the device table (bench/estimate/roofline.py), beside the paper's 92.7%, when the run's
   claims.json holds those predictions (`ssamba-bench claims` first, as run_all.sh does).
-One set per protocol; protocols, devices, dtypes and batch sizes are never drawn on one axis.
+One set per protocol; protocols, devices, dtypes and batch sizes are never drawn on one axis. The
+`train` protocol's set is the training section: time and peak memory per training step (gradients and
+Adam state included) against tokens, its ratios and crossover, and its measured-vs-predicted memory
+(bench/estimate/train_trace.py).
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ def fitted_slope(tokens: np.ndarray, values: np.ndarray) -> float | None:
 
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
-    status = df[(df["metric"] == "status") & df["status"].isin(FAILED)]
-    return status[["model", "family", "size", "n_tokens", "attn_impl", "scan_impl", "protocol", "batch", "status"]]
+    status = df[(df["metric"] == "status") & df["status"].isin(FAILED)].copy()
+    status["amp"] = status["amp"].fillna("none")
+    return status[["model", "family", "size", "n_tokens", "attn_impl", "scan_impl", "protocol", "amp", "batch",
+                   "status"]]
 
 
 def _panels(sizes):
@@ -205,15 +210,20 @@ def make_figures(run_dirs) -> list[Path]:
     out_dir.mkdir(exist_ok=True)
     failures = _failures(df)
     written = []
-    settings = cases.groupby(["protocol", "device", "dtype", "batch"], dropna=False)
-    for (protocol, device, dtype, batch), sub in settings:
-        tag = f"{protocol}" if len(settings) == len({k[0] for k in settings.groups}) else f"{protocol}_{device}_{dtype}_b{batch}"
-        where = f"protocol {protocol}, {device} ({sub['device_name'].iloc[0]}), {dtype}, batch {batch}"
-        fails = failures[(failures["protocol"] == protocol) & (failures["batch"] == batch)]
+    settings = cases.groupby(["protocol", "device", "dtype", "amp", "batch"], dropna=False)
+    for (protocol, device, dtype, amp, batch), sub in settings:
+        autocast = "" if amp == "none" else f"_amp-{amp}"
+        tag = (f"{protocol}" if len(settings) == len({k[0] for k in settings.groups})
+               else f"{protocol}_{device}_{dtype}{autocast}_b{batch}")
+        where = (f"protocol {protocol}, {device} ({sub['device_name'].iloc[0]}), {dtype}"
+                 f"{'' if amp == 'none' else f', autocast {amp}'}, batch {batch}")
+        fails = failures[(failures["protocol"] == protocol) & (failures["batch"] == batch)
+                         & (failures["amp"] == amp)]
         kind = next((k for k in MEMORY_KINDS if sub[k].notna().any()), None)
         for loglog in (False, True):
             suffix = "loglog" if loglog else "vs_tokens"
-            fig = _curve_plot(sub, fails, "latency_s", "latency (s)", f"Latency: {where}", loglog)
+            what = "time per training step" if protocol == "train" else "latency"
+            fig = _curve_plot(sub, fails, "latency_s", f"{what} (s)", f"{what.capitalize()}: {where}", loglog)
             written += _save(fig, out_dir, f"latency_{suffix}_{tag}")
             if kind:
                 fig = _curve_plot(sub, fails, kind, f"peak memory ({kind}, MB)", f"Peak memory: {where}", loglog, 1e6)

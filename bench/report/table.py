@@ -24,6 +24,8 @@ def _row_label(row, multi_device: bool) -> str:
         parts.append(f"b{row['batch']}")
     if row["dtype"] != "float32":
         parts.append(row["dtype"])
+    if isinstance(row.get("amp"), str) and row["amp"] != "none":
+        parts.append(f"amp-{row['amp']}")
     if row["protocol"] != "steady":
         parts.append(row["protocol"])
     if multi_device:

@@ -63,7 +63,11 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "attn_impl": ("string", "eager | sdpa (null for models without attention)"),
     "scan_impl": ("string", "concrete selective-scan backend (null for models without a scan)"),
     "scan_impl_requested": ("string", "scan backend as configured (e.g. auto); part of the case id"),
-    "protocol": ("string", "steady | paper"),
+    "protocol": ("string", "steady | paper | train (benchmark rows); finetune (accuracy rows)"),
+    "amp": ("string", "autocast dtype around the measured call (bfloat16 | float16), or none; null in rows "
+                      "written before this column (no autocast)"),
+    "sdpa_backend": ("string", "the fused-attention kernel F.scaled_dot_product_attention ran (flash, flash_cpu, "
+                               "efficient, cudnn) or math (its unfused fallback); null: the model made no SDPA call"),
     "threads": ("Int64", "torch intra-op threads of the measuring process"),
     "memory_cap_bytes": ("Int64", "emulated device capacity (null: none)"),
     "metric": ("string", "what was measured (see module docstring)"),
@@ -160,6 +164,8 @@ def case_rows(case, *, run_id: str, env: dict, status: str, metrics: list[Metric
         "scan_impl": info.get("scan_impl", case.scan_impl),
         "scan_impl_requested": case.scan_impl,
         "protocol": case.protocol,
+        "amp": getattr(case, "amp", "none"),
+        "sdpa_backend": info.get("sdpa_backend"),
         "threads": info.get("threads", env.get("threads")),
         "memory_cap_bytes": memory_cap_bytes,
         "tf32_matmul": info.get("tf32_matmul", env.get("tf32_matmul")),

@@ -29,6 +29,10 @@ def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Tensor | None,
     dim, width = weight.shape
     if reverse:
         x = x.flip(-1)
+    # Under autocast x arrives in the lower precision while the parameters stay float32; the authors'
+    # nn.Conv1d would have been cast by autocast, which does not reach inside a custom op: cast here.
+    weight = weight.to(x.dtype)
+    bias = None if bias is None else bias.to(x.dtype)
     y = F.silu(F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)[..., : x.shape[-1]])
     return y.flip(-1) if reverse else y
 

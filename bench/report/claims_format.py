@@ -1,0 +1,48 @@
+"""Number formats and the comparison table shared by the claims report's sections (claims_markdown.py,
+claims_training.py): percentages, ratios, seconds, bytes, a setting's one-line description."""
+
+from __future__ import annotations
+
+GB = 1e9
+
+
+def fmt_pct(x):
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_ratio(x):
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
+def fmt_seconds(x):
+    if x is None:
+        return "n/a"
+    return f"{x:.3f} s" if x >= 1 else f"{x * 1e3:.2f} ms"
+
+
+def fmt_bytes(x):
+    if x is None:
+        return "n/a"
+    return f"{x / GB:.2f} GB" if x >= GB else f"{x / 1e6:.2f} MB"
+
+
+def fmt_setting(c: dict) -> str:
+    amp = c.get("amp")
+    autocast = f", autocast {amp}" if amp and amp != "none" else ""
+    return f"protocol `{c['protocol']}`, {c['device']} ({c['device_name']}), {c['dtype']}{autocast}, batch {c['batch']}"
+
+
+def comparison_table(rows: list[dict], family: str, what: str = "latency") -> list[str]:
+    kind = rows[0].get("memory_kind")
+    lines = [
+        f"| size | tokens | SSAST {what} | {family} {what} | {what} reduction | speed-up | "
+        f"SSAST memory ({kind}) | {family} memory | memory reduction | memory ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in rows:
+        lines.append(
+            f"| {c['size']} | {c['n_tokens']} | {fmt_seconds(c['latency_s_ref'])} | {fmt_seconds(c['latency_s'])} | "
+            f"{fmt_pct(c['latency_reduction'])} | {fmt_ratio(c['speedup'])} | {fmt_bytes(c.get('peak_mem_bytes_ref'))} | "
+            f"{fmt_bytes(c.get('peak_mem_bytes'))} | {fmt_pct(c.get('memory_reduction'))} | {fmt_ratio(c.get('memory_ratio'))} |"
+        )
+    return lines

@@ -28,28 +28,8 @@ if [ "${SIMULATE_CPU:-0}" = 1 ]; then
   SCAN_DEVICE=cpu
 fi
 
-say() { echo "$*" | tee -a "$LOG"; }
-
-# run_stage NAME LIMIT_S CMD...: run CMD in its own process group; at the limit interrupt the whole
-# group (the sweep's measuring children too), so no stray process holds GPU memory afterwards.
-run_stage() {
-  local name=$1 limit=$2
-  shift 2
-  say "=== $name: start (limit ${limit}s) at +$(( $(date +%s) - T0 ))s"
-  setsid "$@" >>"$LOG" 2>&1 &
-  local pid=$! waited=0
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge "$limit" ]; then
-      say "=== $name: reached its ${limit}s limit, interrupting"
-      kill -INT -- "-$pid" 2>/dev/null; sleep 8; kill -KILL -- "-$pid" 2>/dev/null
-      break
-    fi
-    sleep 1; waited=$((waited + 1))
-  done
-  wait "$pid"; local rc=$?
-  say "=== $name: exit $rc after ${waited}s (+$(( $(date +%s) - T0 ))s in all)"
-  return $rc
-}
+# shellcheck source=scripts/gpu_stages.sh
+. "$(dirname "$0")/gpu_stages.sh"   # say, run_stage
 
 run_stage env 30 bash -c 'nvidia-smi || true; '"$PY"' -c "import torch, timm; print(\"torch\", torch.__version__, \"timm\", timm.__version__, \"cuda\", torch.cuda.is_available() and torch.cuda.get_device_name())"; '"$PY"' -c "import triton; print(\"triton\", triton.__version__)"'
 

@@ -137,3 +137,14 @@ def test_the_training_predictions_at_the_paper_point_order_the_models_as_their_m
                            [("ssast_tiny", "eager"), ("ssast_tiny", "sdpa"), ("ssamba_tiny", None)])
     assert eager > ssamba > sdpa  # saved N^2 softmax > Mamba's saved (B, E, L) tensors > flash's O(N) state
     assert pd.Series([p["n_tokens"] for p in preds.values()]).eq(22016).all()
+
+
+def test_estimate_train_on_the_command_line(capsys):
+    import json
+
+    assert cli.main(["estimate", "--model", "ssast_tiny", "--tokens", "512", "--attn-impl", "sdpa", "--train", "cpu",
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["target"] == "cpu" and result["peak_mem_bytes"] > result["resident_bytes"] > 0
+    assert cli.main(["estimate", "--model", "ssast_tiny", "--tokens", "512", "--train", "cpu", "--device", "l40"]) == 2
+    assert "does not combine with --train" in capsys.readouterr().err

@@ -51,28 +51,46 @@ def case(batch, dim, length, nstate, groups, full, seed):
     return float((y - ref).abs().max() / ref.abs().max())
 
 
-def gradients_case(seed):
-    """Gradients through the custom op with impl="triton" (the chunked twin differentiates it)."""
+def gradients_case(seed, *, dim=8, length=21, nstate=4, groups=0, full=False, reverse=False, out_scale=1.0):
+    """Gradients of every input through the custom op with impl="triton" (its Triton backward kernel)
+    against autograd of the reference scan: relative max error over all inputs."""
     from models.scan.op import selective_scan_op
 
     g = torch.Generator().manual_seed(seed)
-    dim, length, nstate = 8, 21, 4
-    leaves = [torch.randn(1, dim, length, generator=g), torch.randn(1, dim, length, generator=g) * 0.5,
-              -torch.rand(dim, nstate, generator=g), torch.randn(1, nstate, length, generator=g),
-              torch.randn(1, nstate, length, generator=g), torch.randn(dim, generator=g)]
-    worst = 0.0
+    shape = (1, groups, nstate, length) if groups else (1, nstate, length)
+    # u as a transposed view: the backward writes du with u's strides
+    leaves = [torch.randn(1, length, dim, generator=g).transpose(1, 2), torch.randn(1, dim, length, generator=g) * 0.5,
+              -torch.rand(dim, nstate, generator=g), torch.randn(*shape, generator=g),
+              torch.randn(*shape, generator=g), torch.randn(dim, generator=g),
+              torch.randn(1, dim, length, generator=g) if full else None,
+              torch.randn(dim, generator=g) * 0.1 if full else None]
+    weights = torch.randn(1, dim, length, generator=g)  # a loss whose gradient differs per element
     grads = []
     for fn in ("triton", "reference"):
-        xs = [x.clone().requires_grad_() for x in leaves]
+        xs = [None if x is None else x.detach().clone().requires_grad_() for x in leaves]
         if fn == "triton":
-            y = selective_scan_op(*xs, None, None, True, "triton")
+            y = selective_scan_op(*xs, True, "triton", reverse, None, out_scale)
         else:
-            y = selective_scan_reference(*xs, delta_softplus=True)
-        y.square().sum().backward()
-        grads.append([x.grad for x in xs])
+            flip = (lambda t: None if t is None else t.flip(-1)) if reverse else (lambda t: t)
+            u, delta, A, B, C, D, z, bias = xs
+            y = flip(selective_scan_reference(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), bias,
+                                              delta_softplus=True)) * out_scale
+        (y * weights).sum().backward()
+        grads.append([x.grad for x in xs if x is not None])
+    worst = 0.0
     for a, b in zip(*grads):
         worst = max(worst, float((a - b).abs().max() / b.abs().max()))
     return worst
+
+
+GRADIENT_CASES = {
+    "gradients": dict(seed=5),
+    # two full tiles and a ragged one: the adjoint carried across tiles, padding contributing nothing
+    "gradients_full": dict(seed=6, dim=8, length=70, nstate=8, full=True),
+    "gradients_grouped": dict(seed=7, dim=8, length=40, nstate=4, groups=2, full=True),
+    "gradients_reverse": dict(seed=8, dim=4, length=37, nstate=4, full=True, reverse=True, out_scale=0.5),
+    "gradients_one_step": dict(seed=9, dim=4, length=1, nstate=4, full=True),
+}
 
 
 CASES = {
@@ -90,7 +108,8 @@ if __name__ == "__main__":
         err = case(*args)
         worst = max(worst, err)
         print(f"case {name} {err:.3e}")
-    err = gradients_case(5)
-    worst = max(worst, err)
-    print(f"case gradients {err:.3e}")
+    for name, kwargs in GRADIENT_CASES.items():
+        err = gradients_case(**kwargs)
+        worst = max(worst, err)
+        print(f"case {name} {err:.3e}")
     sys.exit(0 if worst < 1e-5 else 1)

@@ -6,6 +6,9 @@ paper's point: `ssamba-bench estimate --model ssast --size tiny --tokens 22000 -
 bounds each (bench/estimate/roofline.py: a per-kernel roofline over the device table's datasheet peaks,
 bench/estimate/devices.toml, with efficiencies fitted on measured runs); `--device cpu` calibrates this
 CPU first (a timed GEMM and copy). `--json` prints every kernel (FLOPs, bytes read and written).
+`--train cuda|cpu` predicts one training step instead (forward, backward, Adam: weights, gradients,
+Adam's moments and the saved activations; bench/estimate/train_trace.py), with the kernels that run on
+that target: `--train cuda` the authors' op sequence, `--train cpu` the CPU's fused mixer path.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "--device list shows the table")
     parser.add_argument("--tf32", action="store_true", help="float32 matmuls on TF32 tensor cores (default: off, "
                                                             "as in PyTorch and the measured runs)")
+    parser.add_argument("--train", choices=["cuda", "cpu"], help="predict one training step (Adam) as it runs on "
+                                                                  "this target instead of one forward")
     parser.add_argument("--json", action="store_true", help="print one JSON object (with every kernel)")
 
 
@@ -51,6 +56,8 @@ def run(args) -> int:
 
     if args.device == "list":
         return _list_devices()
+    if args.train:
+        return _train(args)
     dev = _device(args.device) if args.device else None  # an unknown name fails before the trace
     result = estimate(model_name(args.model, args.size), args.tokens, args.batch, args.dtype,
                       attn_impl=args.attn_impl, scan_impl=args.scan_impl,
@@ -73,6 +80,29 @@ def run(args) -> int:
     print(f"  method: {result['method']}")
     if "latency" in result:
         _print_latency(result["latency"])
+    return 0
+
+
+def _train(args) -> int:
+    from bench.estimate import estimate_train
+    from models.errors import UserInputError
+
+    if args.device:
+        raise UserInputError("--device predicts the latency of one forward; it does not combine with --train")
+    result = estimate_train(model_name(args.model, args.size), args.tokens, args.batch, args.dtype,
+                            attn_impl=args.attn_impl, scan_impl=args.scan_impl, target=args.train,
+                            fstride=args.fstride, tstride=args.tstride)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    impl = f"attn_impl={result['attn_impl']}" if result["attn_impl"] else f"scan={result['scan_impl']}"
+    print(f"{result['model']} ({impl}), one training step on {args.train}, {result['n_tokens']} tokens, "
+          f"batch {result['batch']}, {result['dtype']}")
+    print(f"  {'FLOPs':<30} {result['flops'] / 1e12:10.3f} TFLOP (forward + backward)")
+    for key, label in (("peak_mem_bytes", "peak memory"), ("resident_bytes", "  weights, grads, Adam, batch"),
+                       ("activation_peak_bytes", "  the step's peak on top")):
+        print(f"  {label:<30} {result[key] / 1e9:10.3f} GB ({result[key] / 2**30:.3f} GiB)")
+    print(f"  method: {result['method']}")
     return 0
 
 

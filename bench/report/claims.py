@@ -13,7 +13,8 @@ protocol (training steps) get a section of their own (bench/report/claims_traini
 Every number traces back to rows of results.csv: latency is metric `latency_s` (stat `median` for
 the steady protocol, `mean` for the paper protocol, as the authors averaged their runs), memory is
 metric `peak_mem_bytes` with the memory kind as its stat (`cuda_allocated` on GPUs, what the paper
-used; `tensor_bytes` and `cpu_rss` on CPUs).
+used; `tensor_bytes` and `cpu_rss` on CPUs). Where both cases of a comparison were metered by a
+hardware counter (NVML, RAPL), their energy per call (metric `energy_per_call_j`) stands beside latency.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def case_values(df: pd.DataFrame, latency_stat: str | None = None) -> pd.DataFra
                                                             aggfunc="first")
     for kind in MEMORY_KINDS:
         cases[kind] = mem[kind] if kind in mem else float("nan")
-    for metric in ("flops", "predicted_peak_mem_bytes"):
+    for metric in ("flops", "predicted_peak_mem_bytes", "energy_per_call_j"):
         rows = ok[ok["metric"] == metric]
         cases[metric] = rows.drop_duplicates("case_id").set_index("case_id")["value"] if len(rows) else float("nan")
     return cases.reset_index()
@@ -116,6 +117,9 @@ def comparisons(cases: pd.DataFrame, allow_mixed_devices: bool = False) -> list[
             "speedup": p["latency_s_ref"] / p["latency_s"],
             "memory_kind": kind,
         })
+        if pd.notna(p["energy_per_call_j"]) and pd.notna(p["energy_per_call_j_ref"]):  # a hardware counter on both
+            row.update({"energy_j": p["energy_per_call_j"], "energy_j_ref": p["energy_per_call_j_ref"],
+                        "energy_ratio": p["energy_per_call_j_ref"] / p["energy_per_call_j"]})
         if kind:
             row.update({"peak_mem_bytes": p[kind], "peak_mem_bytes_ref": p[f"{kind}_ref"],
                         "memory_reduction": 1 - p[kind] / p[f"{kind}_ref"],

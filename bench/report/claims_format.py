@@ -32,17 +32,27 @@ def fmt_setting(c: dict) -> str:
     return f"protocol `{c['protocol']}`, {c['device']} ({c['device_name']}), {c['dtype']}{autocast}, batch {c['batch']}"
 
 
+def fmt_joules(x):
+    if x is None:
+        return "n/a"
+    return f"{x:.3g} J" if x >= 1 else f"{x * 1e3:.3g} mJ"
+
+
 def comparison_table(rows: list[dict], family: str, what: str = "latency") -> list[str]:
+    """One comparison per row; energy columns only where some row was metered (NVML, RAPL)."""
     kind = rows[0].get("memory_kind")
-    lines = [
-        f"| size | tokens | SSAST {what} | {family} {what} | {what} reduction | speed-up | "
-        f"SSAST memory ({kind}) | {family} memory | memory reduction | memory ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    energy = any(c.get("energy_j") is not None for c in rows)
+    head = (f"| size | tokens | SSAST {what} | {family} {what} | {what} reduction | speed-up | "
+            f"SSAST memory ({kind}) | {family} memory | memory reduction | memory ratio |")
+    lines = [head + (f" SSAST energy | {family} energy | energy ratio |" if energy else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if energy else "")]
     for c in rows:
-        lines.append(
-            f"| {c['size']} | {c['n_tokens']} | {fmt_seconds(c['latency_s_ref'])} | {fmt_seconds(c['latency_s'])} | "
-            f"{fmt_pct(c['latency_reduction'])} | {fmt_ratio(c['speedup'])} | {fmt_bytes(c.get('peak_mem_bytes_ref'))} | "
-            f"{fmt_bytes(c.get('peak_mem_bytes'))} | {fmt_pct(c.get('memory_reduction'))} | {fmt_ratio(c.get('memory_ratio'))} |"
-        )
+        line = (f"| {c['size']} | {c['n_tokens']} | {fmt_seconds(c['latency_s_ref'])} | {fmt_seconds(c['latency_s'])} | "
+                f"{fmt_pct(c['latency_reduction'])} | {fmt_ratio(c['speedup'])} | {fmt_bytes(c.get('peak_mem_bytes_ref'))} | "
+                f"{fmt_bytes(c.get('peak_mem_bytes'))} | {fmt_pct(c.get('memory_reduction'))} | "
+                f"{fmt_ratio(c.get('memory_ratio'))} |")
+        if energy:
+            line += (f" {fmt_joules(c.get('energy_j_ref'))} | {fmt_joules(c.get('energy_j'))} | "
+                     f"{fmt_ratio(c.get('energy_ratio'))} |")
+        lines.append(line)
     return lines

@@ -15,8 +15,9 @@ directions is not a pass of its own. Wrapping it as a `torch.library.custom_op` 
 - autograd: the C++ CPU kernel has its own backward op (`selective_scan_cpu_backward`, with fake
   impl and FLOP formula too); the other backends are differentiable PyTorch (or mamba-ssm's own
   autograd Function), so their backward recomputes the forward under autograd and differentiates
-  it (one extra forward, like mamba-ssm's recompute). The forward-only Triton kernel is
-  differentiated through its twin, the chunked scan.
+  it (one extra forward, like mamba-ssm's recompute). The Triton backend has its own backward
+  kernel (triton_scan_backward.py); only its float64 calls (which the chunked scan answers) are
+  differentiated through that twin.
 
 An empty problem (B, E or L zero: an empty batch, most often) never reaches a backend: the op
 answers it itself, an empty y and zero gradients, the same for every backend. Kernels size their
@@ -37,6 +38,7 @@ from models.scan.cpu import output_is_lanes, selective_scan_cpu, selective_scan_
 from models.scan.mamba import selective_scan_mamba
 from models.scan.reference import selective_scan_reference
 from models.scan.triton_scan import selective_scan_triton
+from models.scan.triton_scan_backward import selective_scan_triton_backward
 
 # Backend name -> forward function (u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> y.
 BACKENDS: dict[str, Callable[..., Tensor]] = {
@@ -46,7 +48,10 @@ BACKENDS: dict[str, Callable[..., Tensor]] = {
     "mamba_ssm": selective_scan_mamba,
     "triton": selective_scan_triton,
 }
-# Forward-only backends: their gradients come from differentiating this twin (same function).
+# Backends with a backward kernel of their own: (dout, u, delta, A, B, C, D, z, delta_bias, softplus) ->
+# the eight input gradients. float64 never reaches them (the Triton forward hands float64 to chunked).
+BACKWARD_KERNELS: dict[str, Callable[..., list]] = {"triton": selective_scan_triton_backward}
+# Backends without one: their gradients come from differentiating this twin (same function).
 DIFFERENTIABLE_TWIN = {"triton": "chunked"}
 
 FLOPS_PER_ELEMENT = 9  # per (batch, step, channel, state): docs/models.md and mamba-ssm's estimate
@@ -165,11 +170,26 @@ def _backward(ctx, dout):
     elif ctx.impl == "cpu_cpp":
         grads = selective_scan_cpu_backward_op(dout, *saved, ctx.delta_softplus, ctx.reverse, ctx.out_scale)
         grads = [g if x is not None and need else None for g, x, need in zip(grads, saved, needs)]
+    elif ctx.impl in BACKWARD_KERNELS and saved[0].dtype != torch.float64:
+        dy = dout * ctx.out_scale if ctx.out_scale != 1.0 else dout
+        grads = _kernel_grads(BACKWARD_KERNELS[ctx.impl], dy, saved, ctx.delta_softplus, ctx.reverse)
+        grads = [g if x is not None and need else None for g, x, need in zip(grads, saved, needs)]
     else:
         twin = DIFFERENTIABLE_TWIN.get(ctx.impl, ctx.impl)
         dy = dout * ctx.out_scale if ctx.out_scale != 1.0 else dout
         grads = _recompute_grads(BACKENDS[twin], dy, saved, needs, ctx.delta_softplus, ctx.reverse)
     return (*grads, None, None, None, d_addend, None)[:n_inputs]
+
+
+def _kernel_grads(kernel, dout: Tensor, saved: Sequence[Tensor | None], delta_softplus: bool, reverse: bool):
+    """A backend's own backward kernel; a reverse scan's as flip(kernel(flipped sequences))."""
+    if not reverse:
+        return kernel(dout, *saved, delta_softplus)
+    u, delta, A, B, C, D, z, delta_bias = saved
+    flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731 - along L for every sequence
+    du, ddelta, dA, dB, dC, dD, dz, dbias = kernel(flip(dout), flip(u), flip(delta), A, flip(B), flip(C), D, flip(z),
+                                                   delta_bias, delta_softplus)
+    return [flip(du), flip(ddelta), dA, flip(dB), flip(dC), dD, flip(dz), dbias]
 
 
 def _recompute_grads(fn, dout: Tensor, saved: Sequence[Tensor | None], needs: Sequence[bool], delta_softplus: bool,

@@ -70,6 +70,16 @@ if triton is not None:
         return a1 * a2, b1 * a2 + b2
 
     @triton.jit
+    def _program_block(E, per_group, N: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_L: tl.constexpr):
+        """This program's batch, its channel block (offsets, mask, B/C group) and the state and step offsets
+        of a tile; grid (batch, channel blocks), shared by the forward and backward kernels."""
+        pid_b = tl.program_id(0)
+        pid_e = tl.program_id(1)
+        offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+        group = (pid_e * BLOCK_E) // per_group  # BLOCK_E divides per_group (checked by the caller)
+        return pid_b, offs_e, tl.arange(0, N), tl.arange(0, BLOCK_L), offs_e < E, group
+
+    @triton.jit
     def _scan_fwd(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
                  E, L, per_group,
                  s_ub, s_ue, s_ul, s_db, s_de, s_dl, s_ae, s_an,
@@ -77,13 +87,7 @@ if triton is not None:
                  s_zb, s_ze, s_zl, s_yb, s_ye, s_yl,
                  HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                  N: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_L: tl.constexpr):
-        pid_b = tl.program_id(0)
-        pid_e = tl.program_id(1)
-        offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-        offs_n = tl.arange(0, N)
-        offs_l = tl.arange(0, BLOCK_L)
-        mask_e = offs_e < E
-        group = (pid_e * BLOCK_E) // per_group  # BLOCK_E divides per_group (checked by the caller)
+        pid_b, offs_e, offs_n, offs_l, mask_e, group = _program_block(E, per_group, N, BLOCK_E, BLOCK_L)
 
         A = tl.load(A_ptr + offs_e[:, None] * s_ae + offs_n[None, :] * s_an, mask=mask_e[:, None], other=0.0)
         A = A.to(tl.float32)  # (BE, N)

@@ -156,8 +156,9 @@ def run_case(case: Case, settings: RunSettings, env: dict,
 
 
 def kernels_ran(measurement, case) -> str | None:
-    """Which SDPA kernel the case's call ran: one more untimed forward under an op recorder (with
-    gradients for the train protocol, as its steps run), for models that use SDPA."""
+    """Which SDPA kernel the case's call ran, for models that use SDPA: from the ops the CPU's
+    tensor-bytes call recorded, else one more untimed forward under an op recorder (with gradients for
+    the train protocol, as its steps run)."""
     import torch
 
     from bench.measure.precision import autocast, sdpa_backend
@@ -169,7 +170,7 @@ def kernels_ran(measurement, case) -> str | None:
         with grad, autocast(case.device, case.amp):
             return model(x)
 
-    return sdpa_backend(forward, uses_sdpa=getattr(model, "attn_impl", None) == "sdpa")
+    return sdpa_backend(forward, uses_sdpa=getattr(model, "attn_impl", None) == "sdpa", op_names=measurement.op_names)
 
 
 def _extra_metrics(producers, measurement, case) -> list[Metric]:

@@ -164,6 +164,7 @@ class LiveTensorBytes(TorchDispatchMode):
         self.peak = 0
         self.base = 0
         self._sizes: dict[int, int] = {}
+        self.op_names: set[str] = set()  # every aten op seen (which SDPA kernel ran: bench/measure/precision.py)
 
     def add(self, t) -> None:
         if not isinstance(t, torch.Tensor) or t.device.type != self.device_type:
@@ -185,13 +186,16 @@ class LiveTensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        self.op_names.add(func.overloadpacket.__name__)
         for t in pytree.tree_leaves(out):
             self.add(t)
         return out
 
 
-def measure_tensor_bytes(call: Callable, tensors, device_type: str = "cpu") -> tuple[int, int]:
-    """(bytes live before, peak bytes during) one `call`, counting `tensors` (weights, input) as live."""
+def measure_tensor_bytes(call: Callable, tensors, device_type: str = "cpu",
+                         op_names: set | None = None) -> tuple[int, int]:
+    """(bytes live before, peak bytes during) one `call`, counting `tensors` (weights, input) as live;
+    `op_names`, when given, receives the names of the aten ops the call ran."""
     gc.collect()
     gc.disable()  # a collection mid-forward would free cycles at a non-deterministic point
     try:
@@ -202,6 +206,8 @@ def measure_tensor_bytes(call: Callable, tensors, device_type: str = "cpu") -> t
         with tracker:
             out = call()
         del out
+        if op_names is not None:
+            op_names |= tracker.op_names
         return tracker.base, tracker.peak
     finally:
         gc.enable()

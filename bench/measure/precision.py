@@ -41,13 +41,16 @@ class _OpNames(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def sdpa_backend(call: Callable[[], object], uses_sdpa: bool) -> str | None:
+def sdpa_backend(call: Callable[[], object], uses_sdpa: bool, op_names: set[str] | None = None) -> str | None:
     """The fused-attention kernel one `call` ran; "math" when the model calls SDPA (`uses_sdpa`) but no
-    fused kernel ran; None for a model without SDPA."""
+    fused kernel ran; None for a model without SDPA. `op_names` already recorded from a call of the
+    measurement (the CPU's tensor-bytes call sees every op) spare the extra call."""
     if not uses_sdpa:
         return None
-    recorder = _OpNames()
-    with recorder:
-        call()
-    found = sorted({backend for op, backend in SDPA_BACKEND_OPS.items() if op in recorder.names})
+    if not op_names:
+        recorder = _OpNames()
+        with recorder:
+            call()
+        op_names = recorder.names
+    found = sorted({backend for op, backend in SDPA_BACKEND_OPS.items() if op in op_names})
     return ",".join(found) if found else "math"

@@ -51,6 +51,7 @@ class Measurement:
     samples: dict
     model: torch.nn.Module
     inputs: torch.Tensor
+    op_names: set[str] = dataclasses.field(default_factory=set)  # aten ops of the tensor-bytes call (CPU)
 
 
 def _latency_metrics(stats: dict, keys, n: int, method: str, batch: int, n_tokens: int, headline: str) -> list[Metric]:
@@ -117,9 +118,10 @@ def measure_steady(build: Callable[[], torch.nn.Module], make_input: Callable[[]
     memory: list[Metric] = []
     call = _under(lambda: autocast(device, amp), lambda: model(x))  # the protocol's call and the memory call
     memory_call = None
+    op_names: set[str] = set()
     if track_tensor_bytes and not device.startswith("cuda"):
         def memory_call():
-            base, peak = measure_tensor_bytes(call, model_tensors(model, x))
+            base, peak = measure_tensor_bytes(call, model_tensors(model, x), op_names=op_names)
             memory.append(Metric("base_mem_bytes", "tensor_bytes", base, "bytes", 1, "weights + buffers + input"))
             memory.append(Metric("peak_mem_bytes", "tensor_bytes", peak, "bytes", 1,
                                  "TorchDispatchMode live storages, weights and input included"))
@@ -127,7 +129,8 @@ def measure_steady(build: Callable[[], torch.nn.Module], make_input: Callable[[]
     with torch.inference_mode():
         s = time_steady(call, cfg, timer, memory_call=memory_call, timed_window=window)
     metrics = _steady_metrics(s, timer_name, batch, n_tokens, build_s, f"{timer_name}, first call after build")
-    return Measurement(metrics + memory + window.energy_metrics(len(s.samples_s), "call"), _steady_samples(s), model, x)
+    return Measurement(metrics + memory + window.energy_metrics(len(s.samples_s), "call"), _steady_samples(s), model, x,
+                       op_names)
 
 
 def measure_train(build: Callable[[], torch.nn.Module], make_input: Callable[[], torch.Tensor], *, device: str,
@@ -144,11 +147,12 @@ def measure_train(build: Callable[[], torch.nn.Module], make_input: Callable[[],
     memory: list[Metric] = []
     window = _TimedWindow(probe, memory, energy_meter(device))
     s = time_steady(train.step, cfg, timer, timed_window=window)
+    op_names: set[str] = set()
     if track_tensor_bytes and not device.startswith("cuda"):
         # One extra step under the counter, after the timed ones (it is slow: Python sees every op of the
         # backward too, and would eat the warm-up's time cap); the state is every step's: previous
         # gradients and Adam's moments alive.
-        base, peak = measure_tensor_bytes(train.step, train.live_tensors())
+        base, peak = measure_tensor_bytes(train.step, train.live_tensors(), op_names=op_names)
         memory.append(Metric("base_mem_bytes", "tensor_bytes", base, "bytes", 1,
                              "weights + buffers + gradients + Adam state + batch and labels"))
         memory.append(Metric("peak_mem_bytes", "tensor_bytes", peak, "bytes", 1,
@@ -157,7 +161,7 @@ def measure_train(build: Callable[[], torch.nn.Module], make_input: Callable[[],
     metrics = _steady_metrics(s, timer_name, batch, n_tokens, build_s,
                               f"{timer_name}, first training step after build (allocates Adam state, first grads)")
     return Measurement(metrics + memory + window.energy_metrics(len(s.samples_s), "training step"),
-                       _steady_samples(s), train.model, train.inputs)
+                       _steady_samples(s), train.model, train.inputs, op_names)
 
 
 def measure_paper(build: Callable[[], torch.nn.Module], make_input: Callable[[], torch.Tensor], *, device: str,
@@ -166,6 +170,7 @@ def measure_paper(build: Callable[[], torch.nn.Module], make_input: Callable[[],
     timer, timer_name = make_timer(device)
     probe = memory_probe(device)
     runs, builds, windows = [], [], []
+    op_names: set[str] = set()
     model = x = None
     for _ in range(cfg.runs):
         model = x = None  # the previous run's model is gone before the next is built
@@ -197,9 +202,9 @@ def measure_paper(build: Callable[[], torch.nn.Module], make_input: Callable[[],
     if track_tensor_bytes and not device.startswith("cuda"):
         with torch.no_grad():
             base, peak = measure_tensor_bytes(_under(lambda: autocast(device, amp), lambda: model(x)),
-                                              model_tensors(model, x))
+                                              model_tensors(model, x), op_names=op_names)
         metrics += [Metric("base_mem_bytes", "tensor_bytes", base, "bytes", 1, "weights + buffers + input"),
                     Metric("peak_mem_bytes", "tensor_bytes", peak, "bytes", 1,
                            "TorchDispatchMode live storages, weights and input included (extra untimed forward)")]
     samples = {"runs_s": runs, "build_s": builds}
-    return Measurement(metrics, samples, model, x)
+    return Measurement(metrics, samples, model, x, op_names)

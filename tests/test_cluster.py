@@ -57,10 +57,10 @@ def test_submitit_local_matches_the_in_process_runner(ci_run_dir, tmp_path, caps
     capsys.readouterr()
     assert cli.main(["collect", str(run_dir)]) == 0
     out = capsys.readouterr().out
-    assert "merged 0 new row(s)" in out and "18/18 cases have a final status: complete" in out
+    assert "merged 0 new row(s)" in out and "27/27 cases have a final status: complete" in out
     # Resume across executors: the in-process runner finds everything recorded.
     assert cli.main(["sweep", "ci", "--out", str(run_dir), "--quiet", "--no-table"]) == 0
-    assert "18 already recorded, 0 to run" in capsys.readouterr().err
+    assert "27 already recorded, 0 to run" in capsys.readouterr().err
 
 
 def sleepy_config(tmp_path: Path) -> Path:
@@ -234,7 +234,7 @@ def test_slurm_submission_script_and_pickled_jobs(fake_slurm, tmp_path, capsys):
     assert [j["job_id"] for j in jobs] == ["4242_0", "4242_1"]
     assert cli.main(["collect", str(run_dir)]) == 1  # nothing ran: every case is missing, with its job's logs
     report = capsys.readouterr().out
-    assert "0/18 cases have a final status" in report and "its job never started" in report
+    assert "0/27 cases have a final status" in report and "its job never started" in report
     # the job's logs are not written yet: said so, with where they will be; no child log is named
     assert "logs: none yet" in report and f"(not written: {folder.resolve()}/4242_0_0_log.out" in report
     assert "measuring child's log" not in report and "test_ssast-cpu.log" not in report
@@ -258,7 +258,7 @@ def test_a_waiting_slurm_sweep_ends_when_its_job_is_gone(fake_slurm, tmp_path):
         pytest.fail(f"the sweep still waits for a job that is gone:\n{proc.communicate()[0]}")
     assert proc.returncode == 1, output
     assert "left the Slurm queue without starting" in output, output
-    assert "0/18 cases have a final status" in output and "incomplete: test_ssast-cpu" in output, output
+    assert "0/27 cases have a final status" in output and "incomplete: test_ssast-cpu" in output, output
     assert "sacct" not in output  # the wait never asks accounting
 
 

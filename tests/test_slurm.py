@@ -169,7 +169,7 @@ def test_ci_sweep_through_slurm_matches_the_in_process_run(ci_run_dir, tmp_path,
     assert {j["executor"] for j in jobs} == {"slurm"} and len(jobs) == 2  # one array task per unit
     assert all(Path(j["stdout"]).is_file() for j in jobs)
     assert cli.main(["collect", str(run_dir)]) == 0
-    assert "18/18 cases have a final status: complete" in capsys.readouterr().out
+    assert "27/27 cases have a final status: complete" in capsys.readouterr().out
 
 
 def test_scancel_leaves_the_unrun_cases_missing_and_a_rerun_runs_them(tmp_path, cancel_jobs, no_sacct, capsys):

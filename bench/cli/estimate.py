@@ -68,13 +68,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    impl = f"attn_impl={result['attn_impl']}" if result["attn_impl"] else f"scan={result['scan_impl']}"
-    print(f"{result['model']} ({impl}), {result['n_tokens']} tokens ({result['frames']} frames), "
-          f"batch {result['batch']}, {result['dtype']}")
-    print(f"  FLOPs            {result['flops'] / 1e12:10.3f} TFLOP")
-    for key, label in (("peak_mem_bytes", "peak memory"), ("weights_bytes", "  weights"),
-                       ("input_bytes", "  input"), ("activation_peak_bytes", "  activations")):
-        print(f"  {label:<16} {result[key] / 1e9:10.3f} GB ({result[key] / 2**30:.3f} GiB)")
+    _print_prediction(result, f"{result['n_tokens']} tokens ({result['frames']} frames)", "",
+                      (("peak_mem_bytes", "peak memory"), ("weights_bytes", "  weights"),
+                       ("input_bytes", "  input"), ("activation_peak_bytes", "  activations")), width=16)
     print(f"  bytes moved      {result['bytes_moved'] / 1e9:10.1f} GB in {result['kernels']} kernels "
           f"(read + written; --json lists them)")
     print(f"  method: {result['method']}")
@@ -95,15 +91,20 @@ def _train(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    impl = f"attn_impl={result['attn_impl']}" if result["attn_impl"] else f"scan={result['scan_impl']}"
-    print(f"{result['model']} ({impl}), one training step on {args.train}, {result['n_tokens']} tokens, "
-          f"batch {result['batch']}, {result['dtype']}")
-    print(f"  {'FLOPs':<30} {result['flops'] / 1e12:10.3f} TFLOP (forward + backward)")
-    for key, label in (("peak_mem_bytes", "peak memory"), ("resident_bytes", "  weights, grads, Adam, batch"),
-                       ("activation_peak_bytes", "  the step's peak on top")):
-        print(f"  {label:<30} {result[key] / 1e9:10.3f} GB ({result[key] / 2**30:.3f} GiB)")
+    _print_prediction(result, f"one training step on {args.train}, {result['n_tokens']} tokens",
+                      " (forward + backward)",
+                      (("peak_mem_bytes", "peak memory"), ("resident_bytes", "  weights, grads, Adam, batch"),
+                       ("activation_peak_bytes", "  the step's peak on top")), width=30)
     print(f"  method: {result['method']}")
     return 0
+
+
+def _print_prediction(result: dict, what: str, flops_note: str, memory_rows, width: int) -> None:
+    impl = f"attn_impl={result['attn_impl']}" if result["attn_impl"] else f"scan={result['scan_impl']}"
+    print(f"{result['model']} ({impl}), {what}, batch {result['batch']}, {result['dtype']}")
+    print(f"  {'FLOPs':<{width}} {result['flops'] / 1e12:10.3f} TFLOP{flops_note}")
+    for key, label in memory_rows:
+        print(f"  {label:<{width}} {result[key] / 1e9:10.3f} GB ({result[key] / 2**30:.3f} GiB)")
 
 
 def _device(name: str):

@@ -23,7 +23,6 @@ transient memory this fused-kernel prediction leaves out.
 
 from __future__ import annotations
 
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.estimate.fused_attention import sdpa_as_fused_op
@@ -33,14 +32,6 @@ from bench.measure.train_step import make_train_step
 from models.errors import UserInputError
 
 TARGETS = ("cpu", "cuda")
-
-
-def _first_step_state(train) -> None:
-    """What the first step leaves behind (a gradient per parameter, Adam's state) without running its
-    forward and backward: on meta tensors an optimiser step on empty gradients makes the same tensors."""
-    for p in train.model.parameters():
-        p.grad = torch.empty_like(p)
-    train.optimizer.step()
 
 
 def estimate_train(model: str, n_tokens: int, batch: int = 1, dtype: str = "float32", *, attn_impl: str | None = None,
@@ -64,7 +55,10 @@ def estimate_train(model: str, n_tokens: int, batch: int = 1, dtype: str = "floa
     train = make_train_step(net, x)
     flop_counter = FlopCounterMode(display=False)
     with too_large_for_any_device(model, n_tokens, batch), sdpa_as_fused_op():
-        _first_step_state(train)
+        # The first step, run for real on meta tensors: it leaves what every later step starts with
+        # (gradients, Adam's moments, and whatever the forward keeps between calls; making only the first
+        # two by hand predicted 0.5-1% less than measured on CPU).
+        train.step()
         with flop_counter:
             resident_bytes, peak_bytes = measure_tensor_bytes(train.step, train.live_tensors(), device_type="meta")
     info = net.describe()

@@ -96,6 +96,15 @@ class _TimedWindow:
         return self.meter.metrics(self.energy[-1], calls, what) if self.meter and self.energy else []
 
 
+def _timed_build(device: str, make: Callable[[], object]) -> tuple[object, float]:
+    """What `make` builds (model, input, optimiser), and its seconds: the untimed region's build time."""
+    start = time.perf_counter()
+    built = make()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+    return built, time.perf_counter() - start
+
+
 def _under(precision, fn: Callable[[], object]) -> Callable[[], object]:
     """fn run inside a fresh `precision()` context (autocast or nothing) on every call."""
     def call():
@@ -107,12 +116,7 @@ def _under(precision, fn: Callable[[], object]) -> Callable[[], object]:
 def measure_steady(build: Callable[[], torch.nn.Module], make_input: Callable[[], torch.Tensor], *, device: str,
                    batch: int, n_tokens: int, cfg: SteadyConfig, track_tensor_bytes: bool = True,
                    amp: str = "none") -> Measurement:
-    start = time.perf_counter()
-    model = build()
-    x = make_input()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(torch.device(device))
-    build_s = time.perf_counter() - start
+    (model, x), build_s = _timed_build(device, lambda: (build(), make_input()))
     timer, timer_name = make_timer(device)
     probe = memory_probe(device)
     memory: list[Metric] = []
@@ -137,11 +141,7 @@ def measure_train(build: Callable[[], torch.nn.Module], make_input: Callable[[],
                   batch: int, n_tokens: int, cfg: SteadyConfig, track_tensor_bytes: bool = True,
                   seed: int = 0, amp: str = "none") -> Measurement:
     """The `train` protocol: training steps timed under the steady rules (module docstring)."""
-    start = time.perf_counter()
-    train = make_train_step(build(), make_input(), seed=seed, amp=amp)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(torch.device(device))
-    build_s = time.perf_counter() - start
+    train, build_s = _timed_build(device, lambda: make_train_step(build(), make_input(), seed=seed, amp=amp))
     timer, timer_name = make_timer(device)
     probe = memory_probe(device)
     memory: list[Metric] = []

@@ -14,9 +14,9 @@ import contextlib
 from collections.abc import Callable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.common.vocabulary import SDPA_BACKEND_OPS
+from bench.measure.memory import measure_tensor_bytes
 
 
 def autocast(device: str, amp: str) -> contextlib.AbstractContextManager:
@@ -31,26 +31,14 @@ def grad_scaler(device: str, amp: str) -> torch.amp.GradScaler | None:
     return torch.amp.GradScaler(torch.device(device).type) if amp == "float16" else None
 
 
-class _OpNames(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names: set[str] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.add(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-
 def sdpa_backend(call: Callable[[], object], uses_sdpa: bool, op_names: set[str] | None = None) -> str | None:
     """The fused-attention kernel one `call` ran; "math" when the model calls SDPA (`uses_sdpa`) but no
     fused kernel ran; None for a model without SDPA. `op_names` already recorded from a call of the
     measurement (the CPU's tensor-bytes call sees every op) spare the extra call."""
     if not uses_sdpa:
         return None
-    if not op_names:
-        recorder = _OpNames()
-        with recorder:
-            call()
-        op_names = recorder.names
+    if not op_names:  # the live-tensor counter records every op a call runs (on any device)
+        op_names = set()
+        measure_tensor_bytes(call, [], op_names=op_names)
     found = sorted({backend for op, backend in SDPA_BACKEND_OPS.items() if op in op_names})
     return ",".join(found) if found else "math"

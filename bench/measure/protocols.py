@@ -84,16 +84,16 @@ class _TimedWindow:
     probe: object
     memory: list
     meter: object | None
-    energy: list = dataclasses.field(default_factory=list)
+    energy: object | None = None  # the meter's EnergyWindow of the timed calls
 
     @contextlib.contextmanager
     def __call__(self):
         with self.probe.window(self.memory), (self.meter.window() if self.meter else contextlib.nullcontext()) as w:
-            self.energy.append(w)
+            self.energy = w
             yield
 
     def energy_metrics(self, calls: int, what: str) -> list[Metric]:
-        return self.meter.metrics(self.energy[-1], calls, what) if self.meter and self.energy else []
+        return self.meter.metrics(self.energy, calls, what) if self.meter and self.energy else []
 
 
 def _timed_build(device: str, make: Callable[[], object]) -> tuple[object, float]:
@@ -105,10 +105,10 @@ def _timed_build(device: str, make: Callable[[], object]) -> tuple[object, float
     return built, time.perf_counter() - start
 
 
-def _under(precision, fn: Callable[[], object]) -> Callable[[], object]:
-    """fn run inside a fresh `precision()` context (autocast or nothing) on every call."""
+def _autocast_call(device: str, amp: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn run under the case's autocast (a no-op for amp "none"), entered afresh on every call."""
     def call():
-        with precision():
+        with autocast(device, amp):
             return fn()
     return call
 
@@ -120,7 +120,7 @@ def measure_steady(build: Callable[[], torch.nn.Module], make_input: Callable[[]
     timer, timer_name = make_timer(device)
     probe = memory_probe(device)
     memory: list[Metric] = []
-    call = _under(lambda: autocast(device, amp), lambda: model(x))  # the protocol's call and the memory call
+    call = _autocast_call(device, amp, lambda: model(x))  # the protocol's call and the memory call
     memory_call = None
     op_names: set[str] = set()
     if track_tensor_bytes and not device.startswith("cuda"):
@@ -181,7 +181,7 @@ def measure_paper(build: Callable[[], torch.nn.Module], make_input: Callable[[],
         builds.append(time.perf_counter() - start)
         window: list[Metric] = []
         with torch.no_grad(), probe.window(window):
-            runs.append(timer(_under(lambda: autocast(device, amp), lambda: model(x))))
+            runs.append(timer(_autocast_call(device, amp, lambda: model(x))))
         windows.append(window)
     stats = summarize(runs)
     method = f"{timer_name}, fresh model per run, no warm-up"
@@ -201,7 +201,7 @@ def measure_paper(build: Callable[[], torch.nn.Module], make_input: Callable[[],
     metrics += list(best.values())
     if track_tensor_bytes and not device.startswith("cuda"):
         with torch.no_grad():
-            base, peak = measure_tensor_bytes(_under(lambda: autocast(device, amp), lambda: model(x)),
+            base, peak = measure_tensor_bytes(_autocast_call(device, amp, lambda: model(x)),
                                               model_tensors(model, x), op_names=op_names)
         metrics += [Metric("base_mem_bytes", "tensor_bytes", base, "bytes", 1, "weights + buffers + input"),
                     Metric("peak_mem_bytes", "tensor_bytes", peak, "bytes", 1,

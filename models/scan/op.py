@@ -93,13 +93,18 @@ def _epilogue(y: Tensor, addend: Tensor | None, out_scale: float) -> Tensor:
     return y * out_scale if out_scale != 1.0 else y
 
 
+def _flip_l(t: Tensor | None) -> Tensor | None:
+    """A sequence (u, delta, z, B, C and their gradients) reversed along L; None stays None."""
+    return None if t is None else t.flip(-1)
+
+
 def _run_backend(fn: Callable[..., Tensor], inputs: Sequence[Tensor | None], delta_softplus: bool,
                  reverse: bool) -> Tensor:
     """fn on (u, delta, A, B, C, D, z, delta_bias); a reverse scan as flip(fn(flipped inputs))."""
     if not reverse:
         return fn(*inputs, delta_softplus)
     u, delta, A, B, C, D, z, delta_bias = inputs
-    flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731 - along L for every sequence
+    flip = _flip_l
     return fn(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus).flip(-1)
 
 
@@ -186,7 +191,7 @@ def _kernel_grads(kernel, dout: Tensor, saved: Sequence[Tensor | None], delta_so
     if not reverse:
         return kernel(dout, *saved, delta_softplus)
     u, delta, A, B, C, D, z, delta_bias = saved
-    flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731 - along L for every sequence
+    flip = _flip_l
     du, ddelta, dA, dB, dC, dD, dz, dbias = kernel(flip(dout), flip(u), flip(delta), A, flip(B), flip(C), D, flip(z),
                                                    delta_bias, delta_softplus)
     return [flip(du), flip(ddelta), dA, flip(dB), flip(dC), dD, flip(dz), dbias]

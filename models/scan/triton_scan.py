@@ -130,6 +130,22 @@ if triton is not None:
                      y.to(y_ptr.dtype.element_ty), mask=m2)
 
 
+def launch_geometry(u, A, B, C, block_e: int | None, block_l: int | None):
+    """(B and C as (B, G, N, L), channels per group, BLOCK_E, BLOCK_L) of a forward or backward launch:
+    a channel block never straddles two groups; d_state and tiles must be powers of two."""
+    Bg = B.unsqueeze(1) if B.dim() == 3 else B
+    Cg = C.unsqueeze(1) if C.dim() == 3 else C
+    per_group = u.shape[1] // Bg.shape[1]
+    be = block_e or BLOCK_E
+    while be > 1 and per_group % be:
+        be //= 2
+    bl = block_l or BLOCK_L
+    nstate = A.shape[1]
+    if nstate & (nstate - 1) or be & (be - 1) or bl & (bl - 1):
+        raise ValueError(f"the Triton scan needs power-of-two d_state and tiles, got N={nstate}, "
+                         f"block_e={be}, block_l={bl}")
+    return Bg, Cg, per_group, be, bl
+
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           block_e: int | None = None, block_l: int | None = None, num_warps: int | None = None):
@@ -145,17 +161,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     batch, dim, length = u.shape
     nstate = A.shape[1]
-    Bg = B.unsqueeze(1) if B.dim() == 3 else B  # (B, G, N, L)
-    Cg = C.unsqueeze(1) if C.dim() == 3 else C
-    groups = Bg.shape[1]
-    per_group = dim // groups
-    be = block_e or BLOCK_E
-    while be > 1 and per_group % be:
-        be //= 2  # a channel block never straddles two groups
-    bl = block_l or BLOCK_L
-    if nstate & (nstate - 1) or be & (be - 1) or bl & (bl - 1):
-        raise ValueError(f"the Triton scan needs power-of-two d_state and tiles, got N={nstate}, "
-                         f"block_e={be}, block_l={bl}")
+    Bg, Cg, per_group, be, bl = launch_geometry(u, A, B, C, block_e, block_l)
     y = torch.empty(batch, dim, length, dtype=u.dtype, device=u.device)
     if y.numel() == 0:  # nothing to scan; and a launch grid may not be empty (E = 0 gives no channel blocks)
         return y

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from models.scan.triton_scan import BLOCK_E, BLOCK_L, NUM_WARPS, triton
+from models.scan.triton_scan import NUM_WARPS, launch_geometry, triton
 
 if triton is not None:
     import triton.language as tl
@@ -154,14 +154,8 @@ def selective_scan_triton_backward(dout, u, delta, A, B, C, D=None, z=None, delt
     (None for an absent input), in the inputs' dtypes and shapes; one Triton launch."""
     batch, dim, length = u.shape
     nstate = A.shape[1]
-    Bg = B.unsqueeze(1) if B.dim() == 3 else B
-    Cg = C.unsqueeze(1) if C.dim() == 3 else C
+    Bg, Cg, per_group, be, bl = launch_geometry(u, A, B, C, block_e, block_l)
     groups = Bg.shape[1]
-    per_group = dim // groups
-    be = block_e or BLOCK_E
-    while be > 1 and per_group % be:
-        be //= 2
-    bl = block_l or BLOCK_L
     n_tiles = -(-length // bl)
     f32 = dict(dtype=torch.float32, device=u.device)
     # du and ddelta share u's strides (the kernel indexes both with them), dz shares dout's.
@@ -184,8 +178,6 @@ def selective_scan_triton_backward(dout, u, delta, A, B, C, D=None, z=None, delt
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         N=nstate, BLOCK_E=be, BLOCK_L=bl, num_warps=num_warps or NUM_WARPS,
     )
-    grads = [du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.reshape(B.shape).to(B.dtype),
-             dC.reshape(C.shape).to(C.dtype), None if D is None else dD.sum(0).to(D.dtype),
-             None if z is None else dz.to(z.dtype),
-             None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype)]
-    return grads
+    return [du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.reshape(B.shape).to(B.dtype),
+            dC.reshape(C.shape).to(C.dtype), None if D is None else dD.sum(0).to(D.dtype),
+            None if z is None else dz.to(z.dtype), None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype)]

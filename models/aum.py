@@ -31,6 +31,7 @@ from torch import nn
 from models.base import AudioModel, ScanImplMixin, build_sized, check_scan_impl
 from models.errors import UserInputError
 from models.registry import register_model
+from models.scan.split_channels import split_channels
 from models.ssamba import (
     BiMambaMixer,
     MambaBlock,
@@ -100,8 +101,9 @@ class MambaMixer(nn.Module):
 
     def _project(self, h: torch.Tensor, fused: bool = False):
         """(B, L, D) -> x, z, delta (B, E, L) and B, C (B, N, L) of the forward direction."""
-        xz = self.in_proj(h).transpose(1, 2)  # (B, 2E, L)
-        x, z = xz.chunk(2, dim=1)
+        xz = self.in_proj(h)  # (B, L, 2E)
+        # (B, E, L) each; on the fused path d(xz) is written in in_proj's layout (models/scan/split_channels.py)
+        x, z = split_channels(xz) if fused else xz.transpose(1, 2).chunk(2, dim=1)
         x, delta, B, C = conv_and_project(x, self.conv1d, self.x_proj, self.dt_proj.weight, self.dt_rank,
                                           self.d_state, fused=fused)
         return x, z, delta, B, C

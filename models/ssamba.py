@@ -38,6 +38,7 @@ from models.errors import UserInputError
 from models.registry import register_model
 from models.scan import resolve_scan_impl, selective_scan
 from models.scan.causal_conv import causal_conv1d_silu
+from models.scan.split_channels import split_channels
 from models.tokenizer import PatchGrid
 
 
@@ -172,9 +173,9 @@ class BiMambaMixer(nn.Module):
 
     def forward(self, h: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         """(B, L, D) -> (B, L, D). `reverse=True` is flip(mixer(flip(h))) along L."""
-        xz = self.in_proj(h).transpose(1, 2)  # (B, 2E, L)
-        x, z = xz.chunk(2, dim=1)
-        if uses_fused_path(self.fused_mixer, self.scan_impl, x):
+        xz = self.in_proj(h)  # (B, L, 2E)
+        if uses_fused_path(self.fused_mixer, self.scan_impl, xz):
+            x, z = split_channels(xz)  # (B, E, L) views; d(xz) written in in_proj's layout
             # The "backward" direction runs backwards in time (reverse scan, anti-causal conv) on the
             # unflipped x and z; with reverse=True the two directions swap roles in time.
             # The average (y_f + y_b) / 2 is the second scan's epilogue (same rounding as two ops).
@@ -183,6 +184,7 @@ class BiMambaMixer(nn.Module):
             y = self._direction(x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
                                 fused=True, reverse=not reverse, addend=y_f, out_scale=0.5)
             return self.out_proj(y.transpose(1, 2))  # (B, L, D)
+        x, z = xz.transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each
         if reverse:
             return self(h.flip(1)).flip(1)
         # The authors' op sequence (keep it as is: its tensor lifetimes are what memory predictions model).

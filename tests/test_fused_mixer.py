@@ -11,8 +11,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from models.registry import create_model
 from models.scan import selective_scan
-from models.scan.causal_conv import causal_conv1d_silu, causal_conv1d_silu_reference
+from models.scan.causal_conv import MAX_FUSED_TAPS, _fused, causal_conv1d_silu, causal_conv1d_silu_reference
 from models.scan.cpu import cpu_ext_available
+from models.scan.split_channels import split_channels
 from models.tokenizer import PatchGrid
 
 pytestmark = pytest.mark.skipif(not cpu_ext_available(), reason="the C++ CPU kernels did not build here")
@@ -39,7 +40,8 @@ def assert_close(actual, expected, dtype, what):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("shape,layout,with_bias", [
     ((2, 40, 37, 4), "lanes", True), ((1, 19, 300, 4), "lanes", True), ((3, 17, 2, 4), "rows", True),
-    ((1, 5, 1, 3), "lanes", False), ((2, 9, 130, 2), "rows", False), ((1, 384, 64, 4), "lanes", True)])
+    ((1, 5, 1, 3), "lanes", False), ((2, 9, 130, 2), "rows", False), ((1, 384, 64, 4), "lanes", True),
+    ((1, 12, 50, 16), "lanes", True)])
 def test_causal_conv_matches_the_authors_conv(dtype, reverse, shape, layout, with_bias):
     batch, dim, length, width = shape
     torch.manual_seed(0)
@@ -57,6 +59,36 @@ def test_causal_conv_matches_the_authors_conv(dtype, reverse, shape, layout, wit
     for a, b, name in zip(fused, ref, ("dx", "dweight", "dbias")):
         if b is not None:
             assert_close(a.grad, b.grad, dtype, name)
+
+
+def test_only_convs_the_kernel_can_take_go_to_it():
+    x = lanes(1, 8, 20, torch.float32, 2)
+    assert _fused(x, torch.randn(8, MAX_FUSED_TAPS))
+    wide = torch.randn(8, MAX_FUSED_TAPS + 1)
+    assert not _fused(x, wide)  # the reference computes it instead
+    assert torch.equal(causal_conv1d_silu(x, wide, None), causal_conv1d_silu_reference(x, wide, None))
+    assert not _fused(x.half(), torch.randn(8, 4).half())
+
+
+@pytest.mark.parametrize("used", ["both", "x only", "z only"])
+def test_split_channels_moves_gradients_exactly(used):
+    """The fused path's split of in_proj's output: the same views as transpose + chunk, and a
+    gradient equal bit for bit to theirs, in in_proj's (B, L, 2E) layout."""
+    torch.manual_seed(0)
+    xz = torch.randn(2, 33, 2 * 24)
+    mine, theirs = leaves(xz, xz)
+    x, z = split_channels(mine)
+    x_ref, z_ref = theirs.transpose(1, 2).chunk(2, dim=1)
+    assert torch.equal(x, x_ref) and torch.equal(z, z_ref) and x.stride() == x_ref.stride()
+    gx, gz = torch.randn_like(x), torch.randn_like(z)
+
+    def loss(a, b):  # a half left out of the loss gets no gradient at all (None in the backward)
+        terms = [(a.sin() * gx).sum()] if used != "z only" else []
+        return sum(terms + ([(b.cos() * gz).sum()] if used != "x only" else []))
+    loss(x, z).backward()
+    loss(x_ref, z_ref).backward()
+    assert torch.equal(mine.grad, theirs.grad)
+    assert mine.grad.is_contiguous()  # no transposing copy left for in_proj's backward
 
 
 def test_causal_conv_reverse_is_flipped_causal_conv():

@@ -37,9 +37,16 @@ def causal_conv1d_silu_reference(x: Tensor, weight: Tensor, bias: Tensor | None,
     return y.flip(-1) if reverse else y
 
 
-def _fused(x: Tensor) -> bool:
-    """Whether the C++ kernel computes this call (CPU, float32/float64, the extension built)."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and cpu_ext_available()
+# The widest conv the C++ kernel takes (kMaxTaps in csrc/causal_conv1d_cpu.cpp: its backward keeps one
+# weight-gradient sum per tap in registers); Mamba's d_conv is 4. Wider ones take the reference.
+MAX_FUSED_TAPS = 16
+
+
+def _fused(x: Tensor, weight: Tensor) -> bool:
+    """Whether the C++ kernel computes this call (CPU, float32/float64, at most MAX_FUSED_TAPS taps,
+    the extension built)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and weight.shape[-1] <= MAX_FUSED_TAPS and cpu_ext_available())
 
 
 @torch.library.custom_op("ssamba_bench::causal_conv1d_silu", mutates_args=())
@@ -47,7 +54,7 @@ def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: 
     """x (B, E, L), weight (E, K), bias (E,) or None -> silu(causal conv) (B, E, L)."""
     if x.numel() == 0:
         return _empty_output(x)
-    if _fused(x):
+    if _fused(x, weight):
         return cpu_ops().conv_fwd(as_lanes(x), weight.contiguous(), _contiguous(bias), reverse, True)
     return causal_conv1d_silu_reference(x, weight, bias, reverse)
 
@@ -93,7 +100,7 @@ def _backward(ctx, dy):
     needs = ctx.needs_input_grad[:3]
     if x.numel() == 0:
         grads = [torch.zeros_like(t) if t is not None and need else None for t, need in zip((x, weight, bias), needs)]
-    elif _fused(x):
+    elif _fused(x, weight):
         grads = causal_conv1d_silu_backward(dy, x, weight, bias, ctx.reverse)
     else:  # differentiate the reference: rerun it under autograd
         with torch.enable_grad():

@@ -39,6 +39,7 @@ namespace {
 using namespace ssamba_cpu;
 
 constexpr int64_t kChunk = 64;  // steps per work item (enough items to balance the threads)
+constexpr int64_t kMaxTaps = 16;  // the backward keeps one d weight sum per tap in a fixed array
 
 template <typename T>
 struct Conv {
@@ -102,8 +103,8 @@ Conv<T> make_conv(const at::Tensor& x, const at::Tensor& wt, const c10::optional
 at::Tensor check_inputs(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a (B, E, L) CPU tensor");
   TORCH_CHECK(x.size(1) <= 1 || x.stride(1) == 1, "x needs unit stride along E");
-  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == x.size(1) && weight.size(1) >= 1,
-              "weight must be (E, K) with E = x.size(1)");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == x.size(1) && weight.size(1) >= 1 && weight.size(1) <= kMaxTaps,
+              "weight must be (E, K) with E = x.size(1) and 1 <= K <= ", kMaxTaps);
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight must have x's dtype");
   if (bias.has_value()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1) && bias->is_contiguous(), "bias must be (E,) contiguous");
@@ -136,7 +137,24 @@ at::Tensor conv_fwd(const at::Tensor& x, const at::Tensor& weight, const c10::op
           const int64_t b = item / chunks, l0 = (item % chunks) * kChunk, l1 = std::min(c.len, l0 + kChunk);
           for (int64_t l = l0; l < l1; ++l) {
             scalar_t* row = out + (b * c.len + l) * c.dim;
-            for (int64_t e0 = 0; e0 < c.dim; e0 += W) {
+            int64_t e0 = 0;
+            if constexpr (KT > 0) {
+              // Steps whose taps all fall inside the sequence, whole vectors of channels: fixed-size
+              // loads and stores the compiler keeps in registers (the general path's partial
+              // vectors go through memory, which tripled this loop's time).
+              if (l >= KT - 1 && l + KT - 1 < c.len) {
+                const scalar_t* first = c.x + b * c.sb + (c.reverse ? l + KT - 1 : l - (KT - 1)) * c.sl;
+                const int64_t step = c.reverse ? -c.sl : c.sl;
+                for (; e0 + W <= c.dim; e0 += W) {
+                  V v = c.bias ? Tl::load_full(c.bias + e0) : V{};
+                  for (int k = 0; k < KT; ++k)
+                    v += Tl::load_full(c.wt + k * c.dim + e0) * Tl::load_full(first + k * step + e0);
+                  if (c.silu) v = v * Lanes<scalar_t>::sigmoid(v);
+                  Tl::store_full(row + e0, v);
+                }
+              }
+            }
+            for (; e0 < c.dim; e0 += W) {
               const int64_t n = std::min<int64_t>(W, c.dim - e0);
               V v = c.template pre<KT>(b, l, e0, n);
               if (c.silu) v = v * Lanes<scalar_t>::sigmoid(v);
@@ -181,10 +199,13 @@ std::vector<at::Tensor> conv_bwd(const at::Tensor& dy, const at::Tensor& x, cons
           const int64_t lo = reverse ? std::max<int64_t>(0, l0 - (K - 1)) : l0;
           const int64_t hi = reverse ? l1 : std::min(len, l1 + K - 1);
           scalar_t* part = partial.data_ptr<scalar_t>() + item * (K + 1) * dim;
-          for (int64_t l = lo; l < hi; ++l) {
-            const bool own = l >= l0 && l < l1;  // d weight and d bias count each step once
-            for (int64_t e0 = 0; e0 < dim; e0 += W) {
-              const int64_t n = std::min<int64_t>(W, dim - e0);
+          // Channel blocks outer, steps inner: the block's d bias and d weight sums stay in registers
+          // over the chunk and reach the item's partial once (they were a load and a store of the
+          // partial per step and tap). Each sum still adds the steps in order: same rounding.
+          for (int64_t e0 = 0; e0 < dim; e0 += W) {
+            const int64_t n = std::min<int64_t>(W, dim - e0);
+            V dbias_acc = {}, dw_acc[kMaxTaps] = {};
+            for (int64_t l = lo; l < hi; ++l) {
               V d = Tl::load(g + b * gsb + l * gsl + e0, n);
               if (c.silu) {
                 const V p = c.template pre<0>(b, l, e0, n);
@@ -192,15 +213,15 @@ std::vector<at::Tensor> conv_bwd(const at::Tensor& dy, const at::Tensor& x, cons
                 d = d * s * (scalar_t(1) + p * (scalar_t(1) - s));
               }
               Tl::store(&dpre[(l - lo) * dim + e0], d, n);
-              if (!own) continue;
-              Tl::store(part + K * dim + e0, Tl::load(part + K * dim + e0, n) + d, n);
+              if (l < l0 || l >= l1) continue;  // d weight and d bias count each step once
+              dbias_acc += d;
               for (int64_t k = 0; k < K; ++k) {
                 const int64_t s = c.source(l, k);
-                if (s < 0) continue;
-                const V xv = Tl::load(c.x + b * c.sb + s * c.sl + e0, n);
-                Tl::store(part + k * dim + e0, Tl::load(part + k * dim + e0, n) + d * xv, n);
+                if (s >= 0) dw_acc[k] += d * Tl::load(c.x + b * c.sb + s * c.sl + e0, n);
               }
             }
+            Tl::store(part + K * dim + e0, dbias_acc, n);
+            for (int64_t k = 0; k < K; ++k) Tl::store(part + k * dim + e0, dw_acc[k], n);
           }
           // dx[m] = sum over the taps k that read step m of w[k] * d pre[the step reading it].
           for (int64_t m = l0; m < l1; ++m) {

@@ -47,6 +47,19 @@ struct Lanes<float> {
   // exp(dt * A) is evaluated as exp2(dt * (A * log2 e)): one multiply fewer in the hot loop.
   static constexpr float kAScale = kLog2e;
 
+  // x clamped to [-126, 127] (2^x's normal range) by one max and one min instruction where the ISA
+  // has them (a compare-and-blend pair each otherwise, two uops more per exp in the scan's hot loop).
+  // The constant is the first operand so that a NaN x passes through, as with the compare form.
+  static ALWAYS_INLINE V clamp_exponent(V x) {
+#if defined(__AVX__) && !defined(__AVX512F__)
+    x = (V)_mm256_max_ps(_mm256_set1_ps(-126.f), (__m256)x);
+    return (V)_mm256_min_ps(_mm256_set1_ps(127.f), (__m256)x);
+#else
+    x = x < -126.f ? V{} - 126.f : x;
+    return x > 127.f ? V{} + 127.f : x;
+#endif
+  }
+
   // 2^x: degree-5 near-minimax polynomial on [-0.5, 0.5] (relative error 9e-8 before rounding, about
   // float32's resolution; one FMA fewer than Cephes' degree 6, and the FMA pipes bound the scan).
   static ALWAYS_INLINE V exp2(V x) {
@@ -54,9 +67,11 @@ struct Lanes<float> {
     // roundscale + scalef: no clamping needed, under/overflow give 0/inf, NaN propagates.
     const V k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
-    x = x < -126.f ? V{} - 126.f : x;
-    x = x > 127.f ? V{} + 127.f : x;
-    const V k = (x + 12582912.f) - 12582912.f;  // round to nearest integer (1.5 * 2^23 trick)
+    x = clamp_exponent(x);
+    // Round to the nearest integer with the 1.5 * 2^23 trick: s holds k in its low mantissa bits,
+    // which also give 2^k below without a float-to-int conversion.
+    const V s = x + 12582912.f;
+    const V k = s - 12582912.f;
 #endif
     const V r = x - k;
     V p = V{} + 1.326472616846437e-3f;
@@ -68,7 +83,9 @@ struct Lanes<float> {
 #if defined(__AVX512F__)
     return _mm512_scalef_ps(p, k);
 #else
-    const VI bits = (__builtin_convertvector(k, VI) + 127) << 23;
+    // The bits of s are those of 1.5 * 2^23 plus k; shifted left by 23, only k + 127 (in [1, 254])
+    // is left, in the exponent field: the float 2^k.
+    const VI bits = ((VI)s + 127) << 23;
     return p * (V)bits;
 #endif
   }
@@ -148,6 +165,13 @@ struct Tile {
       for (int i = 0; i < W; ++i) r[i] = t[i];
     }
   }
+  // W consecutive values from p (any alignment).
+  static ALWAYS_INLINE V load_full(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static ALWAYS_INLINE void store_full(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
   // n <= W consecutive values from p; the rest of the vector is zero.
   static ALWAYS_INLINE V load(const T* p, int64_t n) {
     V v = {};

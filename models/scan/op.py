@@ -167,23 +167,28 @@ def _backward(ctx, dout):
     d_addend = None
     # Trailing arguments left at their defaults are not part of the call (nor of needs_input_grad).
     n_inputs = len(ctx.needs_input_grad)
+    # d loss / d (the scan's own y): out = (addend + y) * out_scale. The C++ kernel scales inside.
+    dy = dout * ctx.out_scale if ctx.out_scale != 1.0 else dout
     if n_inputs > 11 and ctx.needs_input_grad[11]:
-        d_addend = dout * ctx.out_scale if ctx.out_scale != 1.0 else dout
+        d_addend = dy
     if dout.numel() == 0:
         # An empty y depends on nothing: every gradient is zero (A's, D's and delta_bias's too).
         grads = [torch.zeros_like(x) if x is not None and need else None for x, need in zip(saved, needs)]
     elif ctx.impl == "cpu_cpp":
-        grads = selective_scan_cpu_backward_op(dout, *saved, ctx.delta_softplus, ctx.reverse, ctx.out_scale)
-        grads = [g if x is not None and need else None for g, x, need in zip(grads, saved, needs)]
+        grads = _asked_for(selective_scan_cpu_backward_op(dout, *saved, ctx.delta_softplus, ctx.reverse,
+                                                          ctx.out_scale), saved, needs)
     elif ctx.impl in BACKWARD_KERNELS and saved[0].dtype != torch.float64:
-        dy = dout * ctx.out_scale if ctx.out_scale != 1.0 else dout
-        grads = _kernel_grads(BACKWARD_KERNELS[ctx.impl], dy, saved, ctx.delta_softplus, ctx.reverse)
-        grads = [g if x is not None and need else None for g, x, need in zip(grads, saved, needs)]
+        grads = _asked_for(_kernel_grads(BACKWARD_KERNELS[ctx.impl], dy, saved, ctx.delta_softplus, ctx.reverse),
+                           saved, needs)
     else:
         twin = DIFFERENTIABLE_TWIN.get(ctx.impl, ctx.impl)
-        dy = dout * ctx.out_scale if ctx.out_scale != 1.0 else dout
         grads = _recompute_grads(BACKENDS[twin], dy, saved, needs, ctx.delta_softplus, ctx.reverse)
     return (*grads, None, None, None, d_addend, None)[:n_inputs]
+
+
+def _asked_for(grads: Sequence[Tensor], saved: Sequence[Tensor | None], needs: Sequence[bool]) -> list:
+    """A kernel's eight gradients, None where the input was not given or its gradient not asked for."""
+    return [g if x is not None and need else None for g, x, need in zip(grads, saved, needs)]
 
 
 def _kernel_grads(kernel, dout: Tensor, saved: Sequence[Tensor | None], delta_softplus: bool, reverse: bool):

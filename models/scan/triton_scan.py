@@ -80,6 +80,20 @@ if triton is not None:
         return pid_b, offs_e, tl.arange(0, N), tl.arange(0, BLOCK_L), offs_e < E, group
 
     @triton.jit
+    def _channel_params(A_ptr, D_ptr, bias_ptr, offs_e, offs_n, mask_e, s_ae, s_an,
+                        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_E: tl.constexpr):
+        """A (BLOCK_E, N), D and delta_bias (BLOCK_E,) of this channel block in float32; D and the bias
+        are zeros when absent. Shared by the forward and backward kernels."""
+        A = tl.load(A_ptr + offs_e[:, None] * s_ae + offs_n[None, :] * s_an, mask=mask_e[:, None], other=0.0)
+        Dv = tl.zeros((BLOCK_E,), dtype=tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+        bias = tl.zeros((BLOCK_E,), dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+        return A.to(tl.float32), Dv, bias
+
+    @triton.jit
     def _scan_fwd(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
                  E, L, per_group,
                  s_ub, s_ue, s_ul, s_db, s_de, s_dl, s_ae, s_an,
@@ -88,13 +102,8 @@ if triton is not None:
                  HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                  N: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_L: tl.constexpr):
         pid_b, offs_e, offs_n, offs_l, mask_e, group = _program_block(E, per_group, N, BLOCK_E, BLOCK_L)
-
-        A = tl.load(A_ptr + offs_e[:, None] * s_ae + offs_n[None, :] * s_an, mask=mask_e[:, None], other=0.0)
-        A = A.to(tl.float32)  # (BE, N)
-        if HAS_D:
-            Dv = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+        A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_e, offs_n, mask_e, s_ae, s_an,
+                                      HAS_D, HAS_BIAS, BLOCK_E)  # A: (BE, N)
         last = (offs_l == BLOCK_L - 1)[None, None, :]
         h = tl.zeros((BLOCK_E, N), dtype=tl.float32)
         for l0 in tl.range(0, L, BLOCK_L):

@@ -32,7 +32,7 @@ from models.scan.triton_scan import NUM_WARPS, launch_geometry, triton
 if triton is not None:
     import triton.language as tl
 
-    from models.scan.triton_scan import _combine, _program_block
+    from models.scan.triton_scan import _channel_params, _combine, _program_block
 
     @triton.jit
     def _delta(dt_ptr, off_b, offs_e, ls, s_de, s_dl, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
@@ -58,14 +58,8 @@ if triton is not None:
                   HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                   N: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_L: tl.constexpr):
         pid_b, offs_e, offs_n, offs_l, mask_e, group = _program_block(E, per_group, N, BLOCK_E, BLOCK_L)
-        A = tl.load(A_ptr + offs_e[:, None] * s_ae + offs_n[None, :] * s_an, mask=mask_e[:, None], other=0.0)
-        A = A.to(tl.float32)
-        Dv = tl.zeros((BLOCK_E,), dtype=tl.float32)
-        if HAS_D:
-            Dv = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
-        bias = tl.zeros((BLOCK_E,), dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+        A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_e, offs_n, mask_e, s_ae, s_an,
+                                      HAS_D, HAS_BIAS, BLOCK_E)
         # Scratch and float32 outputs of this kernel are contiguous: (B, E, N, tiles), (B, E, N), (B, E).
         h0_base = h0_ptr + ((pid_b * E + offs_e[:, None]) * N + offs_n[None, :]) * n_tiles
         mask_en = mask_e[:, None]

@@ -39,7 +39,7 @@ VERBS = {
     "baseline": ("bench.cli.baseline", "Regenerate the committed CI baseline deliberately: `ssamba-bench baseline "
                                        "update`."),
     "scanbench": ("bench.cli.scanbench", "Time every selective-scan backend side by side: ms, speed-up over the "
-                                         "reference, GFLOP/s, peak memory."),
+                                         "reference, GFLOP/s, bandwidth, peak memory."),
     "mixerbench": ("bench.cli.mixerbench", "Measure SSAMBA's CPU path, fused vs the authors' op-by-op mixer: profile "
                                            "shares, FLOP floor, training step."),
     "data": ("bench.cli.data", "Build and list the offline accuracy datasets (keyword spotting, speaker ID, sound "

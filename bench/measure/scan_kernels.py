@@ -2,8 +2,10 @@
 
 `make_inputs` shapes the arguments as one direction of an SSAMBA-tiny block passes them; `bench_length`
 times the backends on the same inputs, round robin, after a warm-up call that also measures memory,
-and checks each output against the reference's. What the verb prints and what each column means:
-bench/cli/scanbench.py (`ssamba-bench scanbench`).
+and checks each output against the reference's. The scan is memory-bound on a GPU, so besides the
+matmul yardstick (`matmul_gflops`) each row is set against a copy yardstick (`copy_bytes_per_s`)
+through the scan's compulsory memory traffic (`scan_bytes_moved`). What the verb prints and what
+each column means: bench/cli/scanbench.py (`ssamba-bench scanbench`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from models.errors import UserInputError
 from models.scan import SCAN_IMPLS, resolve_scan_impl, scan_flops, selective_scan
 
 DEFAULT_LENGTHS = (512, 2048, 8192, 22000)
+SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")  # the tensors `make_inputs` returns
 DEFAULT_IMPLS = {"cpu": ("reference", "chunked", "cpu_cpp"), "cuda": ("reference", "chunked", "mamba_ssm")}
 
 
@@ -72,6 +75,41 @@ def matmul_gflops(device: str, timer, size: int = 2048, repeats: int = 5) -> flo
     return 2 * size**3 / seconds / 1e9
 
 
+def copy_bytes_per_s(device: str, timer, mib: int, repeats: int = 5) -> float:
+    """Device-to-device copy rate in bytes/s, `dst.copy_(src)` of `mib` MiB of float32: the memory yardstick
+    for the scans. A copy moves 2 * nbytes (each byte read once, written once), counted as `scan_bytes_moved`
+    counts a scan."""
+    src = torch.full((mib * 2**20 // 4,), 1.0, device=device)  # written, so no read hits never-touched pages
+    dst = torch.empty_like(src)
+    timer(lambda: dst.copy_(src))  # warm-up; also makes dst's pages resident
+    seconds = summarize([timer(lambda: dst.copy_(src)) for _ in range(repeats)])["median"]
+    return 2 * src.numel() * src.element_size() / seconds
+
+
+def _nbytes(t: torch.Tensor | None) -> int:
+    # the tensor's elements, not its storage: B and C are strided views into x_proj's wider output
+    return 0 if t is None else t.numel() * t.element_size()
+
+
+def scan_bytes_moved(inputs: dict, backward: bool) -> int:
+    """The scan call's compulsory memory traffic in bytes: every tensor counted once, as if each byte crossed
+    memory once (no re-reads, no intermediates, no recomputation).
+
+    Forward: read u, delta, z (B*E*L each), B and C (B*G*N*L each; (B, N, L) is G = 1), A (E*N), D and
+    delta_bias (E each), as their dtypes' sizes; write y (B*E*L in u's dtype). An input that is None or
+    missing (z, D, delta_bias) moves nothing. `backward=True` (forward + backward through autograd, as
+    `--backward` times it): the forward's bytes, plus the backward's: read dout (y's size) and every
+    present forward input again, write one gradient per present input (du, ddelta, dz, dB, dC, dA,
+    dD, ddelta_bias, each its input's size and dtype). That is 3 x inputs + 2 x y.
+    """
+    reads = sum(_nbytes(inputs.get(name)) for name in SCAN_INPUTS)
+    y = _nbytes(inputs["u"])  # y is (B, E, L) in u's dtype
+    forward = reads + y
+    if not backward:
+        return forward
+    return forward + (y + reads) + reads  # (read dout and the inputs) + (write their gradients)
+
+
 def _call(impl: str, inputs: dict, backward: bool):
     if not backward:
         def forward():
@@ -94,9 +132,13 @@ def _peak_extra_bytes(sink: list[Metric]) -> int | None:
     return None if base is None or peak is None else int(peak - base)
 
 
-def bench_length(length: int, impls: list[str], cfg: ScanBenchConfig, timer) -> list[dict]:
+def bench_length(length: int, impls: list[str], cfg: ScanBenchConfig, timer,
+                 copy_rate: float | None = None) -> list[dict]:
+    """One row per backend at sequence length `length`; `copy_rate` (bytes/s, `copy_bytes_per_s`) gives
+    pct_of_copy, None without it."""
     inputs = make_inputs(cfg.batch, cfg.dim, cfg.state, length, device=cfg.device, seed=cfg.seed,
                          contiguous=cfg.contiguous)
+    bytes_moved = scan_bytes_moved(inputs, cfg.backward)
     calls = {impl: _call(impl, inputs, cfg.backward) for impl in impls}
     rows, outputs, samples, repeats = {}, {}, {}, {}
     probe = memory_probe(cfg.device)
@@ -123,10 +165,13 @@ def bench_length(length: int, impls: list[str], cfg: ScanBenchConfig, timer) -> 
     ref_median = summarize(samples["reference"])["median"] if "reference" in samples else None
     for impl in impls:
         stats = summarize(samples[impl])
+        rate = bytes_moved / stats["median"]
         rows[impl].update(
             median_s=stats["median"], iqr_s=stats["iqr"], n_samples=len(samples[impl]), samples_s=samples[impl],
             speedup_vs_reference=None if ref_median is None else ref_median / stats["median"],
             gflops=flops / stats["median"] / 1e9,
+            bytes_moved=bytes_moved, gb_per_s=rate / 1e9,
+            pct_of_copy=None if copy_rate is None else 100 * rate / copy_rate,
         )
     return [rows[impl] for impl in impls]
 
@@ -150,15 +195,16 @@ def resolve_impls(impls: str | None, device: str) -> list[str]:
 
 def format_table(rows: list[dict], mm_gflops: float) -> str:
     header = f"{'L':>6} {'backend':<10} {'median ms':>10} {'IQR ms':>8} {'n':>2} {'speed-up':>9} " \
-             f"{'GFLOP/s':>8} {'% mm':>6} {'peak MB':>8} {'max |err|':>9}"
+             f"{'GFLOP/s':>8} {'% mm':>6} {'MB moved':>9} {'GB/s':>7} {'% copy':>6} {'peak MB':>8} {'max |err|':>9}"
     lines = [header, "-" * len(header)]
     for row in rows:
         speedup = "" if row["speedup_vs_reference"] is None else f"{row['speedup_vs_reference']:.1f}x"
+        pct_copy = "" if row["pct_of_copy"] is None else f"{row['pct_of_copy']:.1f}%"
         peak = "" if row["peak_extra_bytes"] is None else f"{row['peak_extra_bytes'] / 2**20:.0f}"
         err = "" if row["max_abs_err_vs_reference"] is None else f"{row['max_abs_err_vs_reference']:.1e}"
         lines.append(
             f"{row['L']:>6} {row['impl']:<10} {row['median_s'] * 1e3:>10.2f} {row['iqr_s'] * 1e3:>8.2f} "
             f"{row['n_samples']:>2} {speedup:>9} {row['gflops']:>8.2f} {100 * row['gflops'] / mm_gflops:>5.1f}% "
-            f"{peak:>8} {err:>9}"
+            f"{row['bytes_moved'] / 1e6:>9.2f} {row['gb_per_s']:>7.2f} {pct_copy:>6} {peak:>8} {err:>9}"
         )
     return "\n".join(lines)

@@ -2,11 +2,14 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from bench.cli import main
+
+BASELINE = Path(__file__).resolve().parents[1] / "results" / "baseline" / "ci"  # a committed real ci run
 
 
 @pytest.fixture()
@@ -85,3 +88,41 @@ def test_series_keep_their_colour_across_panels():
     assert list(colors) == ["aum (triton)", "ssamba (triton)", "ssast (eager)"]
     assert len(set(colors.values())) == 3
     assert series_colors(["ssamba (triton)", "ssast (eager)", "aum (triton)"]) == colors
+
+
+def test_each_scan_backend_is_its_own_comparison(tmp_path, capsys):
+    """SSAMBA measured with two scan kernels in one run (triton and mamba_ssm on a GPU): every report keeps
+    them apart (claims tables, crossovers, compare's ratio verdicts, the ratio figure), never averaged."""
+    from bench.report.claims import build_report
+    from bench.report.compare import _ratio_verdicts
+    from bench.report.plots import _ratio_plot
+
+    rows = [json.loads(line) for line in (BASELINE / "results.jsonl").read_text().splitlines()]
+    twins = []
+    for row in rows:
+        if row["family"] == "ssamba":
+            twin = {**row, "case_id": row["case_id"] + "_t", "attempt_id": row["attempt_id"] + "_t", "scan_impl": "triton"}
+            if twin["metric"] == "latency_s" and twin["value"] is not None:
+                twin["value"] *= 3  # a slower kernel: 3x the latency
+            twins.append(twin)
+    run = tmp_path / "two_scans"
+    run.mkdir()
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + twins))
+    report = build_report([run], predict=False)
+    by_scan = {}
+    for c in report["comparisons"]:
+        by_scan.setdefault(c["scan_impl"], {})[(c["protocol"], c["attn_impl_ref"], c["n_tokens"])] = c["speedup"]
+    assert set(by_scan) == {"cpu_cpp", "triton"}
+    for key, speedup in by_scan["cpu_cpp"].items():
+        assert by_scan["triton"][key] == pytest.approx(speedup / 3)
+    assert len({(c["scan_impl"], c["attn_impl_ref"], c["protocol"]) for c in report["crossovers"]}) == 8
+    assert main(["claims", str(run), "--no-predictions", "--quiet"]) == 0
+    md = (run / "claims.md").read_text()
+    for scan in ("cpu_cpp", "triton"):
+        assert f"### ssamba (scan `{scan}`) vs SSAST (`eager`)" in md
+    df = pd.read_json(run / "results.jsonl", lines=True)
+    verdicts = _ratio_verdicts(df, df, {"tolerance": 1.25})
+    assert {v.case.split(" / ")[0] for v in verdicts} == {"ssamba_test [cpu_cpp]", "ssamba_test [triton]"}
+    fig = _ratio_plot(pd.DataFrame(report["comparisons"]), "two scans")
+    labels = {line.get_label() for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
+    assert "test: ssamba (triton) / ssast (eager)" in labels and "test: ssamba (cpu_cpp) / ssast (eager)" in labels

@@ -38,6 +38,12 @@ def fmt_joules(x):
     return f"{x:.3g} J" if x >= 1 else f"{x * 1e3:.3g} mJ"
 
 
+def pairing(c: dict) -> str:
+    """Which two kernels a comparison sets against each other: "ssamba (scan `triton`) vs SSAST (`eager`)"."""
+    scan = f" (scan `{c['scan_impl']}`)" if isinstance(c.get("scan_impl"), str) else ""
+    return f"{c['family']}{scan} vs SSAST (`{c['attn_impl_ref']}`)"
+
+
 def comparison_table(rows: list[dict], family: str, what: str = "latency") -> list[str]:
     """One comparison per row; energy columns only where some row was metered (NVML, RAPL)."""
     kind = rows[0].get("memory_kind")

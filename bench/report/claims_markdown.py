@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.report.claims_accuracy import render_accuracy
-from bench.report.claims_format import GB, comparison_table, fmt_pct, fmt_ratio, fmt_seconds, fmt_setting
+from bench.report.claims_format import (
+    GB,
+    comparison_table,
+    fmt_pct,
+    fmt_ratio,
+    fmt_seconds,
+    fmt_setting,
+    pairing,
+)
 from bench.report.claims_training import render_training
 
 
@@ -53,9 +61,10 @@ def _efficiency(report: dict) -> list[str]:
         out.append("")
         for fam in sorted({c["family"] for c in report["paper_point_measured"]}):
             rows = [c for c in report["paper_point_measured"] if c["family"] == fam]
-            for impl in sorted({c["attn_impl_ref"] for c in rows}):
-                sub = [c for c in rows if c["attn_impl_ref"] == impl]
-                out += [f"{fam} vs SSAST ({impl}), {fmt_setting(sub[0])}:", "", *comparison_table(sub, fam), ""]
+            for scan, impl in sorted({(str(c["scan_impl"]), c["attn_impl_ref"]) for c in rows}):
+                sub = [c for c in rows if (str(c["scan_impl"]), c["attn_impl_ref"]) == (scan, impl)]
+                out += [f"{fam} (scan `{scan}`) vs SSAST ({impl}), {fmt_setting(sub[0])}:", "",
+                        *comparison_table(sub, fam), ""]
     else:
         out += ["This run did not reach 22k tokens for both families, so the paper's point is **predicted**, not",
                 "measured, below (bench/estimate/trace.py: meta-tensor forward, FLOPs from FlopCounterMode, peak",
@@ -84,10 +93,10 @@ def _efficiency(report: dict) -> list[str]:
         out += _card_predictions(report.get("latency_predictions_at_paper_point"), paper)
     if report["largest_common"]:
         out += ["Measured analogue: tiny models at the largest token count this run reached for both families:", "",
-                "| setting | family vs SSAST kernel | tokens | latency reduction | speed-up | memory reduction | memory ratio |",
+                "| setting | kernels compared | tokens | latency reduction | speed-up | memory reduction | memory ratio |",
                 "|---|---|---:|---:|---:|---:|---:|"]
         for c in report["largest_common"]:
-            out.append(f"| {fmt_setting(c)} | {c['family']} vs {c['attn_impl_ref']} | {c['n_tokens']} | "
+            out.append(f"| {fmt_setting(c)} | {pairing(c)} | {c['n_tokens']} | "
                        f"{fmt_pct(c['latency_reduction'])} | {fmt_ratio(c['speedup'])} | {fmt_pct(c.get('memory_reduction'))} "
                        f"({c.get('memory_kind')}) | {fmt_ratio(c.get('memory_ratio'))} |")
         out.append("")
@@ -95,14 +104,13 @@ def _efficiency(report: dict) -> list[str]:
             "One table per setting, compared family and SSAST attention kernel; settings and kernels are never mixed.",
             ""]
     comps = pd.DataFrame(report["comparisons"])
-    group = ["protocol", "device", "device_name", "dtype", "amp", "batch", "family", "attn_impl_ref"]
+    group = ["protocol", "device", "device_name", "dtype", "amp", "batch", "family", "scan_impl", "attn_impl_ref"]
     for _, g in comps.groupby(group, dropna=False, sort=True):
         rows = g.sort_values(["size", "n_tokens"]).to_dict("records")
         first = rows[0]
-        out += [f"### {first['family']} (scan `{first['scan_impl']}`) vs SSAST (`{first['attn_impl_ref']}`): "
-                f"{fmt_setting(first)}", "", *comparison_table(rows, first["family"]), ""]
+        out += [f"### {pairing(first)}: {fmt_setting(first)}", "", *comparison_table(rows, first["family"]), ""]
     out += ["## Crossover", "", "The smallest measured token count from which the family is faster than SSAST at every",
-            "larger measured count.", "", "| setting | size | family vs SSAST kernel | faster from | tokens measured |",
+            "larger measured count.", "", "| setting | size | kernels compared | faster from | tokens measured |",
             "|---|---|---|---:|---|"]
     for c in report["crossovers"]:
         if c["faster_everywhere"]:
@@ -111,7 +119,7 @@ def _efficiency(report: dict) -> list[str]:
             when = "never in range"
         else:
             when = str(c["faster_from_tokens"])
-        out.append(f"| {fmt_setting(c)} | {c['size']} | {c['family']} vs {c['attn_impl_ref']} | {when} | "
+        out.append(f"| {fmt_setting(c)} | {c['size']} | {pairing(c)} | {when} | "
                    f"{c['tokens_measured'][0]}..{c['tokens_measured'][-1]} |")
     out += ["", "## What differs from the paper's setting", ""]
     for s in report["settings"]:

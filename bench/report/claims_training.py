@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.report.claims_format import comparison_table, fmt_pct, fmt_ratio, fmt_setting
+from bench.report.claims_format import comparison_table, fmt_pct, fmt_ratio, fmt_setting, pairing
 from bench.store.schema import plain
 
 # The paper's point for the training prediction: SSAMBA's claim is at 22k tokens, batch 4 (claims.PAPER).
@@ -73,11 +73,11 @@ def render_training(section: dict) -> list[str]:
     if comps.empty:
         out += ["No family was measured beside SSAST in a training setting.", ""]
     else:
-        group = ["device", "device_name", "dtype", "amp", "batch", "family", "attn_impl_ref"]
+        group = ["device", "device_name", "dtype", "amp", "batch", "family", "scan_impl", "attn_impl_ref"]
         for _, g in comps.groupby(group, dropna=False, sort=True):
             rows = g.sort_values(["size", "n_tokens"]).to_dict("records")
             first = rows[0]
-            out += [f"### {first['family']} vs SSAST (`{first['attn_impl_ref']}`): {fmt_setting(first)}", "",
+            out += [f"### {pairing(first)}: {fmt_setting(first)}", "",
                     *comparison_table(rows, first["family"], what="step time"), ""]
         for c in section["crossovers"]:
             if c["faster_everywhere"]:
@@ -86,7 +86,7 @@ def render_training(section: dict) -> list[str]:
                 when = f"never faster per step in {c['tokens_measured'][0]}..{c['tokens_measured'][-1]} tokens"
             else:
                 when = f"faster per step from {c['faster_from_tokens']} tokens"
-            out.append(f"- {c['family']} {c['size']} vs SSAST ({c['attn_impl_ref']}), {c['device']}, batch {c['batch']}: "
+            out.append(f"- {c['size']} {pairing(c)}, {c['device']}, batch {c['batch']}: "
                        f"{when}.")
         out.append("")
     out += _prediction_check(section)

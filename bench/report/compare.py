@@ -266,7 +266,7 @@ def _ratio_verdicts(base_df: pd.DataFrame, new_df: pd.DataFrame, ratios: dict) -
     Built on each case's fastest call (stat `min`): contention on a shared machine only ever adds
     time, so the minimum is the statistic least moved by it."""
     tol = ratios.get("tolerance", 1.25)
-    group = ["protocol", "device", "dtype", "batch", "size", "family", "attn_impl_ref"]
+    group = ["protocol", "device", "dtype", "batch", "size", "family", "scan_impl", "attn_impl_ref"]
 
     def geo(df):
         comps = pd.DataFrame(comparisons(case_values(df, latency_stat="min")))
@@ -278,8 +278,9 @@ def _ratio_verdicts(base_df: pd.DataFrame, new_df: pd.DataFrame, ratios: dict) -
     out = []
     for key in b.index.intersection(n.index):
         change = n[key] / b[key]
-        protocol, device, dtype, batch, size, family, impl = key
-        label = f"{family}_{size} / ssast_{size} ({impl}) {protocol} b{batch} {device}"
+        protocol, device, dtype, batch, size, family, scan, impl = key
+        scan = f" [{scan}]" if isinstance(scan, str) else ""
+        label = f"{family}_{size}{scan} / ssast_{size} ({impl}) {protocol} b{batch} {device}"
         verdict = "SLOWER" if change < 1 / tol else "FASTER" if change > tol else "SAME"
         out.append(Verdict(verdict, label, "speedup_geomean:min", b[key], n[key], change,
                            gated=verdict == "SLOWER" and ratios.get("gate", True),

@@ -114,9 +114,10 @@ def _curve_plot(cases, failures, column, ylabel, title, loglog, scale=1.0):
 
 def _ratio_plot(comps: pd.DataFrame, title: str):
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    for key, g in comps.groupby(["size", "family", "attn_impl_ref"]):
+    for key, g in comps.groupby(["size", "family", "scan_impl", "attn_impl_ref"], dropna=False):
         g = g.sort_values("n_tokens")
-        label = f"{key[0]}: {key[1]} / ssast ({key[2]})"
+        scan = f" ({key[2]})" if isinstance(key[2], str) else ""
+        label = f"{key[0]}: {key[1]}{scan} / ssast ({key[3]})"
         ax_t.plot(g["n_tokens"], g["speedup"], marker="o", ms=3, label=label)
         if g["memory_ratio"].notna().any():
             ax_m.plot(g["n_tokens"], g["memory_ratio"], marker="o", ms=3, label=label)

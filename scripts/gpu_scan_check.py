@@ -1,11 +1,16 @@
-"""GPU check of the Triton selective scan before a reference run: exact, and which tiles are fastest.
+"""GPU check of the scan kernels before a reference run: exact, and which Triton launch is fastest.
 
 1. Correctness on CUDA against the reference scan (float64 on the GPU as ground truth) for the
-   layouts SSAMBA passes (strided u/delta/z views, B/C from x_proj), with and without D/z/bias.
-2. Times the kernel for a few tile configurations at SSAMBA-tiny's shape (batch 4, E 384, N 16)
-   at L = 22,016 and prints `best_tiles BLOCK_E,BLOCK_L,NUM_WARPS` (exported by
+   layouts SSAMBA passes (strided u/delta/z views, B/C from x_proj), with and without D/z/bias, for
+   every Triton configuration timed below and for mamba-ssm's kernel when it is available
+   (SSAMBA_BENCH_MAMBA_KERNEL, scripts/mamba_kernel.py).
+2. SSAMBA-tiny's pooled output with scan_impl "mamba_ssm" against "triton" (issue: within 1e-4).
+3. Times every Triton configuration (tiles, state layout, chunks of L) and mamba-ssm's kernel at
+   SSAMBA-tiny's shape (batch 4, E 384, N 16) at L = 22,016, each with its share of the copy
+   bandwidth measured in the same process, and prints `best_tiles <label>` (exported by
    scripts/gpu_reference.sh as SSAMBA_BENCH_TRITON_TILES for the sweeps).
-Exit status 1 when the kernel is wrong or does not run: the sweeps then use the chunked scan.
+Exit status 1 when the Triton kernel is wrong or does not run in any configuration: the sweeps then
+use the chunked scan. A wrong mamba-ssm kernel is reported and left out (exit status unchanged).
 """
 
 from __future__ import annotations
@@ -14,8 +19,16 @@ import sys
 
 import torch
 
+from models.scan.mamba import mamba_scan_source, mamba_ssm_available, selective_scan_mamba
 from models.scan.reference import selective_scan_reference
-from models.scan.triton_scan import selective_scan_triton
+from models.scan.triton_scan import TritonTiles, selective_scan_triton
+
+CONFIGS = [TritonTiles(4, 32, 4), TritonTiles(8, 32, 4)] + [
+    TritonTiles(be, bl, w, layout, chunks)
+    for be, bl, w, layout in ((4, 32, 4, "vector"), (2, 64, 4, "vector"), (4, 128, 4, "loop"), (2, 256, 4, "loop"),
+                              (4, 256, 8, "loop"), (1, 512, 4, "loop"))
+    for chunks in (4, 16, "auto")
+]
 
 
 def inputs(batch, dim, length, nstate, device, dtype=torch.float32, seed=0):
@@ -36,43 +49,53 @@ def inputs(batch, dim, length, nstate, device, dtype=torch.float32, seed=0):
     return u, delta, A, B, C, D, z, bias
 
 
-def check(device) -> float:
+def worst_error(scan, device, bare: bool = True) -> float:
+    """Largest relative error over four lengths, with D, z and delta_bias (and without them if `bare`:
+    each variant is its own compile, so the timed configurations check only the variant they run)."""
     worst = 0.0
     for length in (1, 37, 1000, 4099):
-        args = inputs(2, 64, length, 16, device)
-        for full in (True, False):
-            u, delta, A, B, C, D, z, bias = args
+        u, delta, A, B, C, D, z, bias = inputs(2, 64, length, 16, device)
+        for full in (True, False) if bare else (True,):
             kw = dict(D=D, z=z, delta_bias=bias, delta_softplus=True) if full else dict(delta_softplus=True)
-            y = selective_scan_triton(u, delta, A, B, C, **kw)
+            y = scan(u, delta, A, B, C, **kw)
             ref = selective_scan_reference(*(t.double() for t in (u, delta, A, B, C)),
                                            **{k: (v.double() if torch.is_tensor(v) else v) for k, v in kw.items()})
-            err = float((y.double() - ref).abs().max() / ref.abs().max())
-            print(f"L={length:5d} full={full}: max rel err {err:.2e}")
-            worst = max(worst, err)
+            worst = max(worst, float((y.double() - ref).abs().max() / ref.abs().max()))
     return worst
 
 
-def time_tiles(device, length=22016):
-    u, delta, A, B, C, D, z, bias = inputs(4, 384, length, 16, device)
-    results = []
-    for tiles in [(8, 32, 4), (4, 32, 4), (16, 32, 4), (8, 64, 4), (8, 64, 8), (16, 64, 8), (4, 64, 4), (8, 16, 4)]:
-        be, bl, warps = tiles
-        try:
-            for _ in range(2):
-                selective_scan_triton(u, delta, A, B, C, D, z, bias, True, block_e=be, block_l=bl, num_warps=warps)
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(10):
-                selective_scan_triton(u, delta, A, B, C, D, z, bias, True, block_e=be, block_l=bl, num_warps=warps)
-            end.record()
-            torch.cuda.synchronize()
-            ms = start.elapsed_time(end) / 10
-            print(f"tiles {be},{bl},{warps}: {ms:.3f} ms per scan (B=4, E=384, N=16, L={length})")
-            results.append((ms, tiles))
-        except Exception as err:  # a tile that fails to compile is reported, not fatal
-            print(f"tiles {be},{bl},{warps}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
-    return min(results) if results else None
+def copy_gb_per_s(device, mib=256) -> float:
+    src = torch.ones(mib * 2**18, device=device)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / time_ms(lambda: dst.copy_(src)) / 1e6
+
+
+def time_ms(fn, repeats=10) -> float:
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def pooled_output_gap(device) -> float:
+    """max |pooled(mamba_ssm) - pooled(triton)| of SSAMBA-tiny, 1,024 frames, batch 2, random weights."""
+    from models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ssamba_tiny").to(device).eval()
+    x = torch.randn(2, 1024, 128, device=device)
+    outputs = []
+    with torch.inference_mode():
+        for impl in ("mamba_ssm", "triton"):
+            model.set_scan_impl(impl)
+            outputs.append(model.pool(model.forward_features(x)).float())
+    return float((outputs[0] - outputs[1]).abs().max())
 
 
 def main() -> int:
@@ -80,19 +103,45 @@ def main() -> int:
         print("no CUDA device")
         return 1
     device = torch.device("cuda")
-    print(torch.cuda.get_device_name(device), "torch", torch.__version__)
-    try:
-        worst = check(device)
-    except Exception as err:
-        print(f"Triton scan failed on CUDA: {type(err).__name__}: {err}")
+    print(torch.cuda.get_device_name(device), "torch", torch.__version__, "| mamba-ssm:", mamba_scan_source())
+    usable = []
+    for tiles in CONFIGS:
+        try:
+            err = worst_error(lambda *a, **k: selective_scan_triton(*a, **k, tiles=tiles), device,
+                              bare=tiles == CONFIGS[0])
+        except Exception as exc:  # a configuration that fails to compile is reported, not fatal
+            print(f"tiles {tiles.label()}: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            continue
+        print(f"tiles {tiles.label()}: max rel err {err:.2e}")
+        if err <= 1e-4:
+            usable.append(tiles)
+    mamba = mamba_ssm_available(device)
+    if mamba:
+        err = worst_error(selective_scan_mamba, device)
+        print(f"mamba_ssm: max rel err {err:.2e}")
+        mamba = err <= 1e-4
+        if mamba:
+            print(f"ssamba_tiny pooled output, mamba_ssm vs triton: max abs diff {pooled_output_gap(device):.2e}")
+    if not usable:
+        print("the Triton scan is wrong or fails in every configuration")
         return 1
-    if worst > 1e-4:
-        print(f"Triton scan is wrong on CUDA: max relative error {worst:.2e}")
-        return 1
-    best = time_tiles(device)
-    if best is None:
-        return 1
-    print(f"best_tiles {','.join(map(str, best[1]))} ({best[0]:.3f} ms)")
+    length = 22016
+    args = inputs(4, 384, length, 16, device)
+    moved = 16 * 4 * 384 * length + 2 * 4 * 4 * 16 * length  # u, delta, z in, y out; B, C in (fp32)
+    copy = copy_gb_per_s(device)
+    print(f"copy yardstick {copy:.0f} GB/s; timing at B=4 E=384 N=16 L={length}, {moved / 1e6:.0f} MB a call")
+    timed = []
+    for tiles in usable:
+        ms = time_ms(lambda: selective_scan_triton(*args, True, tiles=tiles))
+        rate = moved / ms / 1e6
+        print(f"tiles {tiles.label()}: {ms:.3f} ms, {rate:.0f} GB/s = {100 * rate / copy:.0f}% copy")
+        timed.append((ms, tiles.label()))
+    if mamba:
+        ms = time_ms(lambda: selective_scan_mamba(*args, True))
+        print(f"mamba_ssm: {ms:.3f} ms, {moved / ms / 1e6:.0f} GB/s = {100 * moved / ms / 1e6 / copy:.0f}% copy; "
+              f"best Triton / mamba_ssm = {min(timed)[0] / ms:.2f}x")
+    best_ms, best = min(timed)
+    print(f"best_tiles {best} ({best_ms:.3f} ms)")
     return 0
 
 

@@ -1,5 +1,7 @@
 # Shared by the time-boxed GPU session scripts (gpu_reference.sh, gpu_train_precision.sh): sourced,
-# not run. Needs LOG (the log file) and T0 (the script's start, seconds since the epoch).
+# not run. Needs LOG (the log file) and T0 (the script's start, seconds since the epoch). BUDGET_S,
+# if set, is the whole script's time: a stage's limit is cut to what is left of it, and a stage with
+# under 10 s left is skipped (so the script ends inside the device time a session has).
 
 say() { echo "$*" | tee -a "$LOG"; }
 
@@ -8,6 +10,14 @@ say() { echo "$*" | tee -a "$LOG"; }
 run_stage() {
   local name=$1 limit=$2
   shift 2
+  if [ -n "${BUDGET_S:-}" ]; then
+    local left=$(( BUDGET_S - ($(date +%s) - T0) ))
+    if [ "$left" -lt 10 ]; then
+      say "=== $name: skipped, ${left}s of the ${BUDGET_S}s budget left"
+      return 124
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   say "=== $name: start (limit ${limit}s) at +$(( $(date +%s) - T0 ))s"
   setsid "$@" >>"$LOG" 2>&1 &
   local pid=$! waited=0

@@ -28,10 +28,10 @@ def _patch_lang_tensor(tensor, scope):
 interpreter._patch_lang_tensor = _patch_lang_tensor
 
 from models.scan.reference import selective_scan_reference  # noqa: E402
-from models.scan.triton_scan import selective_scan_triton  # noqa: E402
+from models.scan.triton_scan import TritonTiles, selective_scan_triton  # noqa: E402
 
 
-def case(batch, dim, length, nstate, groups, full, seed):
+def case(batch, dim, length, nstate, groups, full, seed, tiles=None):
     g = torch.Generator().manual_seed(seed)
     # u as a transposed view: the models pass strided tensors and the kernel must honour strides
     u = torch.randn(batch, length, dim, generator=g).transpose(1, 2)
@@ -45,7 +45,7 @@ def case(batch, dim, length, nstate, groups, full, seed):
     if full:
         extras = dict(D=torch.randn(dim, generator=g), z=torch.randn(batch, dim, length, generator=g),
                       delta_bias=torch.randn(dim, generator=g) * 0.1, delta_softplus=True)
-    y = selective_scan_triton(u, delta, A, B, C, **extras)
+    y = selective_scan_triton(u, delta, A, B, C, **extras, tiles=tiles)
     ref = selective_scan_reference(u, delta, A, B, C, **extras)
     assert y.shape == ref.shape and y.is_contiguous()
     return float((y - ref).abs().max() / ref.abs().max())
@@ -101,6 +101,19 @@ CASES = {
     "grouped": (2, 16, 40, 16, 2, True, 3),
     "one_step": (1, 8, 1, 16, 0, True, 4),
 }
+
+# The other launch configurations (triton_scan.py's layouts, triton_scan_chunks.py's chunks) on the
+# ragged, grouped and one-step problems: chunk ends inside the sequence, a ragged last chunk, a
+# problem shorter than one tile with several chunks asked for (one is used).
+TILED = {
+    "loop": TritonTiles(4, 16, 4, "loop", 1),
+    "chunks3": TritonTiles(4, 8, 4, "vector", 3),
+    "loop_chunks4": TritonTiles(4, 8, 4, "loop", 4),
+    "chunks_auto": TritonTiles(4, 8, 4, "vector", "auto"),  # on CPU: one multiprocessor, so one chunk
+}
+for label, tiles in TILED.items():
+    for name in ("ragged_full", "ragged_bare", "grouped", "one_step"):
+        CASES[f"{label}_{name}"] = (*CASES[name], tiles)
 
 if __name__ == "__main__":
     worst = 0.0

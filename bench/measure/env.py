@@ -98,6 +98,12 @@ def nvml_gpu_names() -> list[str]:
         return []
 
 
+def _mamba_kernel() -> str:
+    from models.scan.mamba import mamba_scan_source
+
+    return mamba_scan_source()
+
+
 def collect_env(threads: int | None = None) -> dict:
     """Everything env.json records. `threads`: the intra-op thread count children will use."""
     import torch
@@ -135,6 +141,10 @@ def collect_env(threads: int | None = None) -> dict:
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "mkldnn_enabled": torch.backends.mkldnn.is_available(),
         "torch_parallel_info": torch.__config__.parallel_info(),
+        # which of mamba-ssm's kernels scan_impl "mamba_ssm" runs (package or built extension), if any
+        "mamba_ssm_kernel": _mamba_kernel() if cuda else "not looked up (no CUDA device)",
         "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
-                                                 "TIMM_FUSED_ATTN", "PYTORCH_CUDA_ALLOC_CONF") if k in os.environ},
+                                                 "TIMM_FUSED_ATTN", "PYTORCH_CUDA_ALLOC_CONF",
+                                                 "SSAMBA_BENCH_MAMBA_KERNEL", "SSAMBA_BENCH_TRITON_TILES")
+                     if k in os.environ},
     }

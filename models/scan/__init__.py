@@ -7,9 +7,10 @@ produced it. Backends, all with mamba-ssm's `selective_scan_fn` semantics and au
   - "reference": the sequential PyTorch loop in reference.py (ground truth, O(L) Python steps).
   - "chunked":   two-level chunked PyTorch scan (chunked.py), O(sqrt(L)) Python steps, any device.
   - "cpu_cpp":   fused C++ kernel for CPU (cpu.py, csrc/), built on first use; forward and backward.
-  - "mamba_ssm": mamba-ssm's fused CUDA kernel (mamba.py), when mamba-ssm imports and u is on CUDA.
-  - "triton":    fused forward kernel in Triton (triton_scan.py) for CUDA where mamba-ssm is missing;
-                 its gradients come from the chunked scan.
+  - "mamba_ssm": mamba-ssm's fused CUDA kernel (mamba.py): the installed package's, else the compiled
+                 kernel scripts/mamba_kernel.py builds from its sdist; when u is on CUDA.
+  - "triton":    fused Triton kernels for CUDA where mamba-ssm is missing: forward (triton_scan.py,
+                 triton_scan_chunks.py) and backward (triton_scan_backward.py).
 
 "auto" picks cpu_cpp on CPU and mamba_ssm on CUDA (else triton), and chunked where those are
 unavailable (no compiler, no mamba-ssm or Triton, another device). An explicit backend that cannot run on the device falls

@@ -27,26 +27,12 @@ from __future__ import annotations
 
 import torch
 
-from models.scan.triton_scan import NUM_WARPS, launch_geometry, triton
+from models.scan.triton_common import NUM_WARPS, launch_geometry, triton
 
 if triton is not None:
     import triton.language as tl
 
-    from models.scan.triton_scan import _channel_params, _combine, _program_block
-
-    @triton.jit
-    def _delta(dt_ptr, off_b, offs_e, ls, s_de, s_dl, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-        """(delta after bias and softplus, the softplus derivative) at steps `ls`; 0 where masked."""
-        pre = tl.load(dt_ptr + off_b + offs_e[:, None] * s_de + ls[None, :] * s_dl, mask=mask, other=0.0)
-        pre = pre.to(tl.float32)
-        if HAS_BIAS:
-            pre = pre + bias[:, None]
-        dt = pre
-        slope = pre * 0.0 + 1.0
-        if SOFTPLUS:
-            dt = tl.where(pre <= 20.0, tl.log(1.0 + tl.exp(pre)), pre)  # torch's softplus threshold
-            slope = tl.where(pre <= 20.0, tl.sigmoid(pre), 1.0)
-        return tl.where(mask, dt, 0.0), slope
+    from models.scan.triton_common import _channel_params, _combine, _delta, _program_block
 
     @triton.jit
     def _scan_bwd(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dy_ptr, h0_ptr,

@@ -36,6 +36,7 @@ from bench.common.config_fields import (
     unknown_key_error,
 )
 from bench.common.vocabulary import AMP_MODES, DTYPE_ALIASES, PROTOCOLS, SWEEP_DTYPES, dtype_name
+from bench.measure.allocator import CPU_ALLOCATORS
 from bench.measure.protocol_settings import PaperConfig, SteadyConfig
 from models.errors import UserInputError
 
@@ -195,6 +196,10 @@ class SweepConfig:
     seed: int = field(default=0, metadata={"help": "seed for weights and the random input"})
     tf32: str = field(default="default", metadata={
         "help": "CUDA TF32 for matmul and cuDNN: 'default' (leave torch's), 'on' or 'off'; always recorded"})
+    cpu_allocator: str = field(default="glibc", metadata={
+        "help": "the measuring children's malloc (bench/measure/allocator.py): 'glibc' (its defaults), 'pinned' "
+                "(its steady state from the start: no dependence on what the child ran before) or 'retain' (no "
+                "mmap'd blocks, no trimming: warm calls reuse faulted-in pages); recorded in every row"})
     track_tensor_bytes: bool = field(default=True, metadata={
         "help": "CPU: count peak live tensor bytes in one extra untimed forward (deterministic)"})
     extra_metrics: tuple[str, ...] = field(default=("bench.estimate:case_metrics",), metadata={
@@ -273,6 +278,9 @@ def check_config(cfg: SweepConfig, where: str) -> None:
             raise UserInputError(f"{where}: unknown device {dev!r}; use cpu, cuda or cuda:N")
     if cfg.tf32 not in ("default", "on", "off"):
         raise UserInputError(f"{where}: tf32 must be 'default', 'on' or 'off', got {cfg.tf32!r}")
+    if cfg.cpu_allocator not in CPU_ALLOCATORS:
+        raise UserInputError(f"{where}: cpu_allocator must be one of {', '.join(CPU_ALLOCATORS)}, "
+                             f"got {short_repr(cfg.cpu_allocator)}")
     if not 0 <= cfg.threads <= MAX_THREADS:
         raise UserInputError(f"{where}: threads must be between 0 (all usable cores) and {MAX_THREADS}, "
                              f"got {short_repr(cfg.threads)}")

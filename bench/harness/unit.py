@@ -28,6 +28,7 @@ from bench.harness.messages import BudgetSpent, CaseEnded, CaseInfo, CaseStarted
 from bench.harness.plugins import load_plugins, resolve_producer
 from bench.harness.series_gate import SeriesGate, skipped_rows
 from bench.harness.settings import RunSettings
+from bench.measure.allocator import apply_cpu_allocator
 from bench.store.jsonl import append_jsonl
 from bench.store.schema import Metric, case_rows, new_attempt_id
 
@@ -43,9 +44,10 @@ def prepare_process(settings: RunSettings) -> None:
     from models import list_models
     from models.scan import resolve_scan_impl
 
-    key = (settings.threads, settings.tf32, settings.plugins)
+    key = (settings.threads, settings.tf32, settings.plugins, settings.cpu_allocator)
     if key in _prepared:
         return
+    apply_cpu_allocator(settings.cpu_allocator)  # first: every later allocation is made under it
     torch.set_num_threads(settings.threads or usable_cores())
     if settings.tf32 != "default":
         on = settings.tf32 == "on"
@@ -112,7 +114,7 @@ def run_case(case: Case, settings: RunSettings, env: dict,
                         device_name=(torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda")
                                      else env.get("device_names", {}).get("cpu")),
                         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-                        tf32_cudnn=torch.backends.cudnn.allow_tf32)
+                        tf32_cudnn=torch.backends.cudnn.allow_tf32, cpu_allocator=settings.cpu_allocator)
             notify(CaseInfo(case.case_id, dict(info)))
         return model
 

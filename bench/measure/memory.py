@@ -35,6 +35,7 @@ import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from bench.measure.allocator import trims_between_cases
 from bench.store.schema import Metric
 
 _STATUS = "/proc/self/status"
@@ -288,5 +289,5 @@ def release_memory(device: str) -> None:
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    else:
+    elif trims_between_cases():  # a retained heap stays: its pages are what warm calls reuse
         _malloc_trim()

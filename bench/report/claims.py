@@ -50,7 +50,7 @@ PAPER = {
     "ssast_flops": 18.8e12,
     "ssamba_flops": 1.36e12,
 }
-SETTING = ["protocol", "device", "device_name", "dtype", "amp", "batch"]  # compared only within one setting
+SETTING = ["protocol", "device", "device_name", "dtype", "amp", "batch", "cpu_allocator"]  # compared only within one
 
 
 def load_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -67,6 +67,7 @@ def case_values(df: pd.DataFrame, latency_stat: str | None = None) -> pd.DataFra
     memory kind as columns."""
     ok = df[(df["status"] == "ok") & df["value"].notna()].copy()
     ok["amp"] = ok["amp"].fillna("none")  # rows written before the amp axis ran without autocast
+    ok["cpu_allocator"] = ok.get("cpu_allocator", pd.Series(index=ok.index, dtype="string")).fillna("glibc")
     keys = ["case_id", "model", "family", "size", "n_tokens", "attn_impl", "scan_impl", *SETTING]
     cases = ok[keys].drop_duplicates("case_id").set_index("case_id")
     if "model_options" in ok:  # a model swept with options is its own series: "aum [mixer=bi_bi]"

@@ -29,7 +29,9 @@ def fmt_bytes(x):
 def fmt_setting(c: dict) -> str:
     amp = c.get("amp")
     autocast = f", autocast {amp}" if amp and amp != "none" else ""
-    return f"protocol `{c['protocol']}`, {c['device']} ({c['device_name']}), {c['dtype']}{autocast}, batch {c['batch']}"
+    heap = ", heap retained" if c.get("cpu_allocator") == "retain" else ""
+    return (f"protocol `{c['protocol']}`, {c['device']} ({c['device_name']}), {c['dtype']}{autocast}, "
+            f"batch {c['batch']}{heap}")
 
 
 def fmt_joules(x):

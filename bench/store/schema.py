@@ -69,6 +69,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "sdpa_backend": ("string", "the fused-attention kernel F.scaled_dot_product_attention ran (flash, flash_cpu, "
                                "efficient, cudnn) or math (its unfused fallback); null: the model made no SDPA call"),
     "threads": ("Int64", "torch intra-op threads of the measuring process"),
+    "cpu_allocator": ("string", "glibc | retain: the measuring process's malloc settings (bench/measure/allocator.py); "
+                                "null in rows written before this column (glibc)"),
     "memory_cap_bytes": ("Int64", "emulated device capacity (null: none)"),
     "metric": ("string", "what was measured (see module docstring)"),
     "stat": ("string", "which statistic, or for memory which memory"),
@@ -167,6 +169,7 @@ def case_rows(case, *, run_id: str, env: dict, status: str, metrics: list[Metric
         "amp": getattr(case, "amp", "none"),
         "sdpa_backend": info.get("sdpa_backend"),
         "threads": info.get("threads", env.get("threads")),
+        "cpu_allocator": info.get("cpu_allocator"),
         "memory_cap_bytes": memory_cap_bytes,
         "tf32_matmul": info.get("tf32_matmul", env.get("tf32_matmul")),
         "tf32_cudnn": info.get("tf32_cudnn", env.get("tf32_cudnn")),

@@ -2,8 +2,9 @@
 # One GPU session's reference measurements, as a single time-boxed script (README, "GPU reference").
 #
 #   python scripts/mamba_kernel.py fetch               # first, on a machine with PyPI (the CPU one)
-#   OUT=/some/dir BUDGET_S=600 bash scripts/gpu_reference.sh   # then on a machine with one CUDA GPU,
-#                                                      # with build/mamba-sdist brought along
+#   OUT=/some/dir BUDGET_S=540 bash scripts/gpu_reference.sh   # then on a machine with one CUDA GPU,
+#                                                      # with build/mamba-sdist brought along; keep
+#                                                      # BUDGET_S a minute under the call's time limit
 # Stages, each with its own time limit (cut to what is left of BUDGET_S) so a slow one cannot eat the
 # others' time, and each writing its results as it goes (a stopped stage keeps every finished case):
 #   env          nvidia-smi, torch/triton versions
@@ -36,29 +37,39 @@ fi
 # shellcheck source=scripts/gpu_stages.sh
 . "$(dirname "$0")/gpu_stages.sh"   # say, run_stage
 
-run_stage env 30 bash -c 'nvidia-smi || true; '"$PY"' -c "import torch, timm; print(\"torch\", torch.__version__, \"timm\", timm.__version__, \"cuda\", torch.cuda.is_available() and torch.cuda.get_device_name())"; '"$PY"' -c "import triton; print(\"triton\", triton.__version__)"'
+run_stage env 30 bash -c 'nvidia-smi || true; nvcc --version | tail -2 || true; '"$PY"' -c "import torch, timm; print(\"torch\", torch.__version__, \"timm\", timm.__version__, \"cuda\", torch.cuda.is_available() and torch.cuda.get_device_name())"; '"$PY"' -c "import triton; print(\"triton\", triton.__version__)"'
 
 SCANS='"triton"'
 SCAN_IMPLS=chunked,triton
+MAMBA_BUILT=0
 if [ "$SCAN_DEVICE" = cuda ]; then
   KERNEL_DIR="$PWD/build/mamba-kernel-gpu"
   if run_stage mamba_kernel 150 "$PY" scripts/mamba_kernel.py build --kernels fwd-fp32 --out "$KERNEL_DIR"; then
     export SSAMBA_BENCH_MAMBA_KERNEL="$KERNEL_DIR"
-    SCANS='"triton","mamba_ssm"'
-    SCAN_IMPLS=chunked,triton,mamba_ssm
+    MAMBA_BUILT=1
   else
     say "mamba-ssm's kernel did not build: SSAMBA is measured with the Triton scan only"
   fi
 fi
-SCAN_SETS=()
 if [ "$SCAN_DEVICE" = cuda ] && [ -z "${SSAMBA_BENCH_TRITON_TILES:-}" ]; then  # tiles given: skip the check
-  if run_stage scan_check 120 "$PY" scripts/gpu_scan_check.py; then
-    tiles=$(grep '^best_tiles ' "$LOG" | tail -1 | awk '{print $2}')
-    [ -n "$tiles" ] && export SSAMBA_BENCH_TRITON_TILES="$tiles" && say "using Triton tiles $tiles"
-  else
-    say "the Triton scan is not usable here: the sweeps use the chunked scan"
-    SCAN_SETS=(--set scan_impl=chunked)
+  run_stage scan_check 150 "$PY" scripts/gpu_scan_check.py
+  check_rc=$?
+  # its verdicts are lines of the log, printed as they are reached (a stage cut short keeps them)
+  tiles=$(grep '^best_tiles ' "$LOG" | tail -1 | awk '{print $2}')
+  [ -n "$tiles" ] && export SSAMBA_BENCH_TRITON_TILES="$tiles" && say "using Triton tiles $tiles"
+  if [ "$check_rc" = 3 ]; then
+    say "the Triton scan is wrong here: the sweeps use the chunked scan in its place"
+    SCANS='"chunked"'
+    SCAN_IMPLS=chunked
   fi
+  if [ "$MAMBA_BUILT" = 1 ] && ! grep -q '^mamba_ok 1' "$LOG"; then
+    say "mamba-ssm's kernel failed its check (or was not checked): left out of the sweeps"
+    MAMBA_BUILT=0
+  fi
+fi
+if [ "$MAMBA_BUILT" = 1 ]; then
+  SCANS="$SCANS,\"mamba_ssm\""
+  SCAN_IMPLS="$SCAN_IMPLS,mamba_ssm"
 fi
 if [ "$SCAN_DEVICE" = cuda ]; then  # the reference loop is slow on a GPU: it stops at 8k steps
   run_stage scanbench 40 "$PY" -m bench scanbench --device cuda --impls "reference,$SCAN_IMPLS" --batch 4 \
@@ -66,7 +77,8 @@ if [ "$SCAN_DEVICE" = cuda ]; then  # the reference loop is slow on a GPU: it st
   run_stage scanbench_22k 30 "$PY" -m bench scanbench --device cuda --impls "$SCAN_IMPLS" --batch 4 \
     --lengths 22016,32768 --repeats 10 --json "$OUT/scanbench_22k.json"
 fi
-[ "$SCAN_DEVICE" = cuda ] && [ ${#SCAN_SETS[@]} -eq 0 ] && SCAN_SETS=(--set "scan_impl=[$SCANS]")
+SCAN_SETS=()
+[ "$SCAN_DEVICE" = cuda ] && SCAN_SETS=(--set "scan_impl=[$SCANS]")
 
 SWEEP=("$PY" -m bench sweep paper_quick --quiet "${SETS[@]}" "${SCAN_SETS[@]}")
 PAIR=(--set 'models=["ssast","ssamba"]' --set 'attn_impl=["eager","sdpa"]' --set 'sizes=["tiny"]')

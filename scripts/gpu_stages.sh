@@ -24,7 +24,9 @@ run_stage() {
   while kill -0 "$pid" 2>/dev/null; do
     if [ "$waited" -ge "$limit" ]; then
       say "=== $name: reached its ${limit}s limit, interrupting"
-      kill -INT -- "-$pid" 2>/dev/null; sleep 8; kill -KILL -- "-$pid" 2>/dev/null
+      kill -INT -- "-$pid" 2>/dev/null
+      for _ in 1 2 3 4 5 6 7 8; do kill -0 "$pid" 2>/dev/null || break; sleep 1; done  # up to 8 s to stop
+      kill -KILL -- "-$pid" 2>/dev/null
       break
     fi
     sleep 1; waited=$((waited + 1))

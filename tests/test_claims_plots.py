@@ -126,3 +126,12 @@ def test_each_scan_backend_is_its_own_comparison(tmp_path, capsys):
     fig = _ratio_plot(pd.DataFrame(report["comparisons"]), "two scans")
     labels = {line.get_label() for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
     assert "test: ssamba (triton) / ssast (eager)" in labels and "test: ssamba (cpu_cpp) / ssast (eager)" in labels
+
+
+def test_a_case_in_two_runs_is_one_clear_error(capsys):
+    """The same config swept twice (here under two cpu_allocator settings) gives the same case ids: one
+    report per run, not a deep pandas error."""
+    runs = [str(BASELINE.parents[1] / "reference" / "cpu-2core-amd-epyc-allocator" / m) for m in ("glibc", "retain")]
+    assert main(["claims", *runs, "--no-predictions", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is in both" in err and "make one report per run" in err and "Traceback" not in err

@@ -71,7 +71,7 @@ def sdist(tmp_path):
 
 # ---- build plan -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kernels, built, stubbed", [("fwd-fp32", 1, 10), ("fp32", 2, 9), ("all", 9, 0)])
+@pytest.mark.parametrize("kernels, built, stubbed", [("fwd-fp32", 1, 11), ("fp32", 2, 10), ("all", 9, 0)])
 def test_build_dry_run(sdist, tmp_path, capsys, kernels, built, stubbed):
     out = tmp_path / "kernel"
     mk.build(sdist, out, kernels, arch="9.0", dry_run=True)
@@ -80,9 +80,14 @@ def test_build_dry_run(sdist, tmp_path, capsys, kernels, built, stubbed):
     assert text.count("  source ") == 1 + built + bool(stubbed)  # the binding, the kernels, the stubs if any
     stub = out / "src" / "ssamba_bench_stubs.cu"
     assert stub.exists() == bool(stubbed)
+    real_fwd = out / "src" / "mamba_ssm-9.9" / "csrc" / "selective_scan" / mk.FWD_FP32_REAL
+    assert real_fwd.exists() == (kernels != "all")  # the fp32 sets compile the real-weight forward alone
+    if kernels != "all":
+        assert mk.INSTANTIATION.findall(real_fwd.read_text()) == [("fwd", "float", "float")]
     if kernels == "fwd-fp32":
         lines = stub.read_text()
         assert "selective_scan_fwd_cuda<float, float>" not in lines  # built, so not stubbed
+        assert "selective_scan_fwd_cuda<float, complex_t>" in lines  # SSAMBA's weights are real
         assert "selective_scan_fwd_cuda<at::Half, float>" in lines and "selective_scan_bwd_cuda<float, float>" in lines
         assert "#include <cstdint>" in lines.split('#include "selective_scan.h"')[0]  # the header needs it first
     assert not (tmp_path / "escape.cu").exists() and not (out / "escape.cu").exists()  # only csrc/ is unpacked

@@ -26,9 +26,9 @@ def test_interpreted_kernel_matches_reference():
     errors = {line.split()[1]: float(line.split()[2]) for line in proc.stdout.splitlines() if line.startswith("case ")}
     # "gradients*": backward through the custom op with impl="triton" (its Triton backward kernel), every input
     problems = ("ragged_full", "ragged_bare", "grouped", "one_step")
-    configs = {f"{label}_{p}" for label in ("loop", "chunks3", "loop_chunks4", "chunks_auto") for p in problems}
+    configs = {f"{label}_{p}" for label in ("loop", "chunks3", "loop_chunks4") for p in problems}
     assert set(errors) == {*problems, "small_state", "gradients", "gradients_full", "gradients_grouped",
-                           "gradients_reverse", "gradients_one_step", *configs}
+                           "gradients_reverse", "gradients_one_step", *configs, "chunks7_batch3", "loop_chunks7_batch3"}
     assert max(errors.values()) < 1e-5, errors
 
 
@@ -51,6 +51,7 @@ def test_chunk_layout():
     assert chunk_layout(40, 8, 8, 3, cpu) == (3, 16)  # 5 tiles: 2 + 2 + a ragged 1
     assert chunk_layout(70, 8, 8, 4, cpu) == (3, 24)  # 4 asked, 9 tiles: 3 per chunk is what 4 needs
     assert chunk_layout(1, 8, 8, 3, cpu) == (1, 8)  # shorter than one tile: one chunk whatever is asked
+    assert chunk_layout(93, 8, 8, 7, cpu) == (6, 16)  # the many-chunk check: 12 tiles, 2 per chunk
     assert chunk_layout(22016, 32, 384, 1, cpu) == (1, 22016)
     assert chunk_layout(22016, 32, 384, 16, cpu) == (16, 1376)
     assert chunk_layout(22016, 32, 384, "auto", cpu) == (1, 22016)  # one "multiprocessor" on a CPU

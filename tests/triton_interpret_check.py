@@ -109,11 +109,13 @@ TILED = {
     "loop": TritonTiles(4, 16, 4, "loop", 1),
     "chunks3": TritonTiles(4, 8, 4, "vector", 3),
     "loop_chunks4": TritonTiles(4, 8, 4, "loop", 4),
-    "chunks_auto": TritonTiles(4, 8, 4, "vector", "auto"),  # on CPU: one multiprocessor, so one chunk
 }
 for label, tiles in TILED.items():
     for name in ("ragged_full", "ragged_bare", "grouped", "one_step"):
         CASES[f"{label}_{name}"] = (*CASES[name], tiles)
+# many chunks, batch 3, grouped B/C: 93 steps in tiles of 8 = 12 tiles, 7 asked -> 6 chunks of 16 steps
+CASES["chunks7_batch3"] = (3, 8, 93, 8, 2, True, 12, TritonTiles(4, 8, 4, "vector", 7))
+CASES["loop_chunks7_batch3"] = (3, 8, 93, 8, 2, True, 13, TritonTiles(4, 8, 4, "loop", 7))
 
 if __name__ == "__main__":
     worst = 0.0

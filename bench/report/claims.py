@@ -26,6 +26,7 @@ import pandas as pd
 
 from bench.common.vocabulary import ACCURACY_PROTOCOLS, HEADLINE_STAT, INFERENCE_PROTOCOLS, MEMORY_KINDS
 from bench.report.claims_accuracy import accuracy_section, pipeline_check_configs, reference_accuracy
+from bench.report.claims_format import SETTING
 from bench.report.claims_training import training_section
 from bench.store.run_store import RESULT_FILES
 from bench.store.run_store import load_runs as load_result_files
@@ -50,7 +51,7 @@ PAPER = {
     "ssast_flops": 18.8e12,
     "ssamba_flops": 1.36e12,
 }
-SETTING = ["protocol", "device", "device_name", "dtype", "amp", "batch", "cpu_allocator"]  # compared only within one
+
 
 
 def load_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -59,7 +60,18 @@ def load_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
         if not path.is_file() and not any((path / name).exists() for name in RESULT_FILES):
             raise UserInputError(f"{run_dir}: no results.jsonl (or results.csv) here; give a run directory "
                                  "written by `ssamba-bench sweep`")
-    return load_result_files(run_dirs)
+    frames, seen = [], {}
+    for run_dir in run_dirs:
+        df = load_result_files([run_dir])
+        for case_id, model in df.loc[df["metric"] == "latency_s", ["case_id", "model"]].drop_duplicates().values:
+            if case_id in seen:  # e.g. one config swept twice, under two cpu_allocator or thread settings
+                raise UserInputError(
+                    f"case {case_id} ({model}) is in both {seen[case_id]} and {run_dir}: a claims report takes "
+                    "each case once; make one report per run, or set the runs side by side with "
+                    "`ssamba-bench compare`")
+            seen[case_id] = run_dir
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
 
 
 def case_values(df: pd.DataFrame, latency_stat: str | None = None) -> pd.DataFrame:

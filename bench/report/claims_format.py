@@ -6,6 +6,9 @@ from __future__ import annotations
 GB = 1e9
 
 
+SETTING = ["protocol", "device", "device_name", "dtype", "amp", "batch", "cpu_allocator"]  # compared only within one
+
+
 def fmt_pct(x):
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -29,7 +32,7 @@ def fmt_bytes(x):
 def fmt_setting(c: dict) -> str:
     amp = c.get("amp")
     autocast = f", autocast {amp}" if amp and amp != "none" else ""
-    heap = ", heap retained" if c.get("cpu_allocator") == "retain" else ""
+    heap = {"retain": ", heap retained", "pinned": ", malloc pinned"}.get(c.get("cpu_allocator"), "")
     return (f"protocol `{c['protocol']}`, {c['device']} ({c['device_name']}), {c['dtype']}{autocast}, "
             f"batch {c['batch']}{heap}")
 

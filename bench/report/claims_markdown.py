@@ -7,6 +7,7 @@ import pandas as pd
 from bench.report.claims_accuracy import render_accuracy
 from bench.report.claims_format import (
     GB,
+    SETTING,
     comparison_table,
     fmt_pct,
     fmt_ratio,
@@ -104,7 +105,7 @@ def _efficiency(report: dict) -> list[str]:
             "One table per setting, compared family and SSAST attention kernel; settings and kernels are never mixed.",
             ""]
     comps = pd.DataFrame(report["comparisons"])
-    group = ["protocol", "device", "device_name", "dtype", "amp", "batch", "family", "scan_impl", "attn_impl_ref"]
+    group = [*SETTING, "family", "scan_impl", "attn_impl_ref"]
     for _, g in comps.groupby(group, dropna=False, sort=True):
         rows = g.sort_values(["size", "n_tokens"]).to_dict("records")
         first = rows[0]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.report.claims_format import comparison_table, fmt_pct, fmt_ratio, fmt_setting, pairing
+from bench.report.claims_format import SETTING, comparison_table, fmt_pct, fmt_ratio, fmt_setting, pairing
 from bench.store.schema import plain
 
 # The paper's point for the training prediction: SSAMBA's claim is at 22k tokens, batch 4 (claims.PAPER).
@@ -73,7 +73,7 @@ def render_training(section: dict) -> list[str]:
     if comps.empty:
         out += ["No family was measured beside SSAST in a training setting.", ""]
     else:
-        group = ["device", "device_name", "dtype", "amp", "batch", "family", "scan_impl", "attn_impl_ref"]
+        group = [*(s for s in SETTING if s != "protocol"), "family", "scan_impl", "attn_impl_ref"]
         for _, g in comps.groupby(group, dropna=False, sort=True):
             rows = g.sort_values(["size", "n_tokens"]).to_dict("records")
             first = rows[0]

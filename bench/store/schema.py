@@ -69,7 +69,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "sdpa_backend": ("string", "the fused-attention kernel F.scaled_dot_product_attention ran (flash, flash_cpu, "
                                "efficient, cudnn) or math (its unfused fallback); null: the model made no SDPA call"),
     "threads": ("Int64", "torch intra-op threads of the measuring process"),
-    "cpu_allocator": ("string", "glibc | retain: the measuring process's malloc settings (bench/measure/allocator.py); "
+    "cpu_allocator": ("string", "glibc | pinned | retain: the measuring process's malloc settings "
+                                "(bench/measure/allocator.py); "
                                 "null in rows written before this column (glibc)"),
     "memory_cap_bytes": ("Int64", "emulated device capacity (null: none)"),
     "metric": ("string", "what was measured (see module docstring)"),

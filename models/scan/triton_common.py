@@ -59,8 +59,10 @@ def tiles_from_env() -> TritonTiles:
     return TritonTiles.parse(text) if text else TritonTiles()
 
 
-TILES = tiles_from_env()
-BLOCK_E, BLOCK_L, NUM_WARPS = TILES.block_e, TILES.block_l, TILES.num_warps
+TILES = tiles_from_env()  # the forward's
+# The backward keeps the tiles it was tested with (the interpreter check): a configuration chosen by
+# timing the forward (SSAMBA_BENCH_TRITON_TILES) says nothing about the backward's registers.
+BACKWARD_TILES = TritonTiles()
 
 
 try:  # Triton ships with CUDA builds of torch; without it this backend is simply unavailable
@@ -123,16 +125,16 @@ if triton is not None:
         return tl.where(mask, dt, 0.0), slope
 
 
-def launch_geometry(u, A, B, C, block_e: int | None, block_l: int | None):
+def launch_geometry(u, A, B, C, block_e: int, block_l: int):
     """(B and C as (B, G, N, L), channels per group, BLOCK_E, BLOCK_L) of a forward or backward launch:
     a channel block never straddles two groups; d_state and tiles must be powers of two."""
     Bg = B.unsqueeze(1) if B.dim() == 3 else B
     Cg = C.unsqueeze(1) if C.dim() == 3 else C
     per_group = u.shape[1] // Bg.shape[1]
-    be = block_e or BLOCK_E
+    be = block_e
     while be > 1 and per_group % be:
         be //= 2
-    bl = block_l or BLOCK_L
+    bl = block_l
     nstate = A.shape[1]
     if nstate & (nstate - 1) or be & (be - 1) or bl & (bl - 1):
         raise ValueError(f"the Triton scan needs power-of-two d_state and tiles, got N={nstate}, "

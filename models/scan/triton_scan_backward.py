@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from models.scan.triton_common import NUM_WARPS, launch_geometry, triton
+from models.scan.triton_common import BACKWARD_TILES, launch_geometry, triton
 
 if triton is not None:
     import triton.language as tl
@@ -134,7 +134,8 @@ def selective_scan_triton_backward(dout, u, delta, A, B, C, D=None, z=None, delt
     (None for an absent input), in the inputs' dtypes and shapes; one Triton launch."""
     batch, dim, length = u.shape
     nstate = A.shape[1]
-    Bg, Cg, per_group, be, bl = launch_geometry(u, A, B, C, block_e, block_l)
+    Bg, Cg, per_group, be, bl = launch_geometry(u, A, B, C, block_e or BACKWARD_TILES.block_e,
+                                                block_l or BACKWARD_TILES.block_l)
     groups = Bg.shape[1]
     n_tiles = -(-length // bl)
     f32 = dict(dtype=torch.float32, device=u.device)
@@ -156,7 +157,7 @@ def selective_scan_triton_backward(dout, u, delta, A, B, C, D=None, z=None, delt
         dim, length, per_group, n_tiles,
         *u.stride(), *delta.stride(), *A.stride(), *Bg.stride(), *Cg.stride(), *zz.stride(), *dout.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-        N=nstate, BLOCK_E=be, BLOCK_L=bl, num_warps=num_warps or NUM_WARPS,
+        N=nstate, BLOCK_E=be, BLOCK_L=bl, num_warps=num_warps or BACKWARD_TILES.num_warps,
     )
     return [du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.reshape(B.shape).to(B.dtype),
             dC.reshape(C.shape).to(C.dtype), None if D is None else dD.sum(0).to(D.dtype),

@@ -20,6 +20,7 @@ import sys
 
 import torch
 
+from bench.measure.scan_kernels import SCAN_INPUTS, copy_bytes_per_s, scan_bytes_moved
 from models.scan.mamba import mamba_scan_source, mamba_ssm_available, selective_scan_mamba
 from models.scan.reference import selective_scan_reference
 from models.scan.triton_scan import TritonTiles, selective_scan_triton
@@ -64,12 +65,6 @@ def worst_error(scan, device, bare: bool = True) -> float:
                                            **{k: (v.double() if torch.is_tensor(v) else v) for k, v in kw.items()})
             worst = max(worst, float((y.double() - ref).abs().max() / ref.abs().max()))
     return worst
-
-
-def copy_gb_per_s(device, mib=256) -> float:
-    src = torch.ones(mib * 2**18, device=device)
-    dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / time_ms(lambda: dst.copy_(src)) / 1e6
 
 
 def time_ms(fn, repeats=10) -> float:
@@ -140,20 +135,20 @@ def main() -> int:
         return TRITON_WRONG
     length = 22016
     args = inputs(4, 384, length, 16, device)
-    moved = 16 * 4 * 384 * length + 2 * 4 * 4 * 16 * length  # u, delta, z in, y out; B, C in (fp32)
-    copy = copy_gb_per_s(device)
+    moved = scan_bytes_moved(dict(zip(SCAN_INPUTS, args)), backward=False)  # as scanbench counts them
+    copy = copy_bytes_per_s(device, lambda fn: time_ms(fn) / 1e3, mib=256) / 1e9  # GB/s
+
+    def rate(ms: float) -> str:
+        return f"{ms:.3f} ms, {moved / ms / 1e6:.0f} GB/s = {100 * moved / ms / 1e6 / copy:.0f}% copy"
+
     print(f"copy yardstick {copy:.0f} GB/s; timing at B=4 E=384 N=16 L={length}, {moved / 1e6:.0f} MB a call")
     if mamba:
-        ms = time_ms(lambda: selective_scan_mamba(*args, True))
-        print(f"mamba_ssm: {ms:.3f} ms, {moved / ms / 1e6:.0f} GB/s = {100 * moved / ms / 1e6 / copy:.0f}% copy",
-              flush=True)
+        print(f"mamba_ssm: {rate(time_ms(lambda: selective_scan_mamba(*args, True)))}", flush=True)
     best = None
     for tiles in usable:
         ms = time_ms(lambda: selective_scan_triton(*args, True, tiles=tiles))
-        rate = moved / ms / 1e6
         n_chunks, _ = chunk_layout(length, tiles.block_l, 4 * -(-384 // tiles.block_e), tiles.chunks, device)
-        print(f"tiles {tiles.label()} ({n_chunks} chunks): {ms:.3f} ms, {rate:.0f} GB/s = "
-              f"{100 * rate / copy:.0f}% copy")
+        print(f"tiles {tiles.label()} ({n_chunks} chunks): {rate(ms)}")
         if best is None or ms < best[0]:
             best = (ms, tiles.label())
         # after every configuration, so a stage stopped at its time limit still leaves its best so far

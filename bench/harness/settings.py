@@ -40,7 +40,8 @@ class RunSettings:
         return cls(run_id=run_id, steady=cfg.steady, paper=cfg.paper, threads=cfg.threads,
                    budget_deadline=Budget.starting_now(cfg.budget_s).deadline,
                    memory_cap_bytes=cfg.memory_cap_bytes, timeout_s=cfg.timeout_s,
-                   skip_after_timeout=cfg.skip_after_timeout, seed=cfg.seed, tf32=cfg.tf32, cpu_allocator=cfg.cpu_allocator,
+                   skip_after_timeout=cfg.skip_after_timeout, seed=cfg.seed, tf32=cfg.tf32,
+                   cpu_allocator=cfg.cpu_allocator,
                    track_tensor_bytes=cfg.track_tensor_bytes, extra_metrics=cfg.extra_metrics,
                    checkpoints=tuple((m, str(Path(p).resolve())) for m, p in sorted(cfg.checkpoints.items())),
                    plugins=tuple(absolute_plugin(p) for p in cfg.plugins)

@@ -1,10 +1,10 @@
-"""The CPU allocator's settings in a measuring child: glibc's defaults, or a heap that is kept.
+"""The CPU allocator's settings in a measuring child: glibc's defaults, its steady state, or a heap that is kept.
 
 PyTorch's CPU tensors come from glibc's malloc. With its defaults a block above the (dynamic, at most
 32 MiB) mmap threshold is mapped fresh for every allocation and unmapped when freed, so every call that
 makes one pays a page fault per 4 KiB page, and how many blocks fall above the threshold depends on what
 the process freed before: the same forward at 22,016 tokens takes ~7.0 s in a fresh child and ~4.9 s
-with the heap kept (docs/protocols.md, "CPU: the allocator's history"). A sweep's `cpu_allocator`
+with the heap kept (docs/protocols.md, "CPU: the allocator is part of the measurement"). A sweep's `cpu_allocator`
 chooses, and every row records which applied:
 
   glibc   leave malloc as it is (the default; what the committed CPU reference results were measured with)

@@ -53,7 +53,6 @@ PAPER = {
 }
 
 
-
 def load_runs(run_dirs: list[str | Path]) -> pd.DataFrame:
     for run_dir in run_dirs:
         path = Path(run_dir)

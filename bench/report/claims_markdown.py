@@ -64,8 +64,7 @@ def _efficiency(report: dict) -> list[str]:
             rows = [c for c in report["paper_point_measured"] if c["family"] == fam]
             for scan, impl in sorted({(str(c["scan_impl"]), c["attn_impl_ref"]) for c in rows}):
                 sub = [c for c in rows if (str(c["scan_impl"]), c["attn_impl_ref"]) == (scan, impl)]
-                out += [f"{fam} (scan `{scan}`) vs SSAST ({impl}), {fmt_setting(sub[0])}:", "",
-                        *comparison_table(sub, fam), ""]
+                out += [f"{pairing(sub[0])}, {fmt_setting(sub[0])}:", "", *comparison_table(sub, fam), ""]
     else:
         out += ["This run did not reach 22k tokens for both families, so the paper's point is **predicted**, not",
                 "measured, below (bench/estimate/trace.py: meta-tensor forward, FLOPs from FlopCounterMode, peak",
